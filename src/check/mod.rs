@@ -1,0 +1,442 @@
+//! The parallel check stage: raw records in, [`Checked`] rows out, input order kept.
+//!
+//! Everything here is pure and per row: decoding, column transforms, field rules, `set`
+//! constants, unknown columns. Checks that need the database or earlier rows of the run (email
+//! and id uniqueness, the name rule on the merged record) run in `store::resolve`.
+
+pub mod issue;
+pub mod refdata;
+pub mod rules;
+
+use crate::config::UnknownColumns;
+use crate::input::csv::RawRecord;
+use crate::input::header::{ColumnUse, HeaderMap};
+use crate::record::dates::{self, Decisions, Reading};
+use crate::record::fields::{ids::IDS, FieldId, FIELDS};
+use crate::record::{transform, Customer, Slot, Value};
+use issue::{Code, Issue};
+use rayon::prelude::*;
+use rules::RuleContext;
+
+/// Below this many rows per rayon task, splitting costs more than it gains.
+const MIN_ROWS_PER_TASK: usize = 64;
+
+/// What the checks need from the plan, shared by all checker threads.
+#[derive(Debug, Clone)]
+pub struct CheckPlan {
+    /// What to do with unmapped columns.
+    pub unknown_columns: UnknownColumns,
+    /// Constants for fields a row leaves empty.
+    pub set: Vec<(FieldId, Slot)>,
+    /// Rule options.
+    pub ctx: RuleContext,
+}
+
+/// One row after the check stage.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Index of the input the row came from.
+    pub input: usize,
+    /// 1-based line the record starts on.
+    pub line: u64,
+    /// The external_id, or "" when missing.
+    pub external_id: String,
+    /// The canonical values.
+    pub customer: Customer,
+    /// Errors and warnings so far.
+    pub issues: Vec<Issue>,
+}
+
+impl Checked {
+    /// Whether any issue rejects the row.
+    pub fn is_rejected(&self) -> bool {
+        self.issues.iter().any(Issue::is_error)
+    }
+}
+
+/// Checks a batch in parallel on the current rayon pool; `out` receives one row per record, in order.
+pub fn check_batch(
+    input: usize,
+    records: &[RawRecord],
+    header: &HeaderMap,
+    plan: &CheckPlan,
+    dates: &Decisions,
+    out: &mut Vec<Checked>,
+) {
+    records
+        .par_iter()
+        .with_min_len(MIN_ROWS_PER_TASK)
+        .map(|rec| check_record(input, rec, header, plan, dates))
+        .collect_into_vec(out);
+}
+
+/// Checks one record.
+pub fn check_record(
+    input: usize,
+    rec: &RawRecord,
+    header: &HeaderMap,
+    plan: &CheckPlan,
+    dates: &Decisions,
+) -> Checked {
+    let mut row = Checked {
+        input,
+        line: rec.line,
+        external_id: String::new(),
+        customer: Customer::default(),
+        issues: Vec::new(),
+    };
+    if rec.fields.len() != header.columns.len() {
+        row.external_id = best_effort_external_id(rec, header);
+        row.issues.push(Issue::invalid(
+            "record",
+            format!(
+                "record has {} fields but the header has {} (broken quoting or a stray delimiter?)",
+                rec.fields.len(),
+                header.columns.len()
+            ),
+        ));
+        return row;
+    }
+    let mut meta = serde_json::Map::new();
+    for (i, (col, bytes)) in header.columns.iter().zip(rec.fields.iter()).enumerate() {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            row.issues.push(Issue::invalid(
+                "record",
+                format!(
+                    "column {:?} is not valid UTF-8; check the pipeline's `encoding`",
+                    header.names[i]
+                ),
+            ));
+            continue;
+        };
+        match col {
+            ColumnUse::Field(rule) => {
+                let auto_date =
+                    (rule.date_format.as_deref() == Some(dates::AUTO)).then(|| dates.get(&i));
+                let slot = check_cell(
+                    rule,
+                    &header.names[i],
+                    text,
+                    &plan.ctx,
+                    auto_date,
+                    &mut row.issues,
+                );
+                row.customer.set(rule.field, slot);
+            }
+            ColumnUse::Unknown(name) => {
+                unknown_cell(name, text, plan.unknown_columns, &mut meta, &mut row.issues)
+            }
+        }
+    }
+    for (field, constant) in &plan.set {
+        if matches!(row.customer.slot(*field), Slot::Absent | Slot::Empty) {
+            row.customer.set(*field, constant.clone());
+        }
+    }
+    if !meta.is_empty() {
+        merge_meta(&mut row, meta);
+    }
+    check_phone(&mut row, &plan.ctx);
+    match row.customer.text(IDS.external_id) {
+        Some(id) => row.external_id = id.to_owned(),
+        None => row
+            .issues
+            .push(Issue::invalid("external_id", "external_id is required")),
+    }
+    row
+}
+
+/// One mapped cell: blank -> Empty, else transforms then the field rule.
+fn check_cell(
+    rule: &crate::config::validate::ColumnRule,
+    column: &str,
+    text: &str,
+    ctx: &RuleContext,
+    auto_date: Option<Option<&dates::Decision>>,
+    issues: &mut Vec<Issue>,
+) -> Slot {
+    if text.trim().is_empty() {
+        return Slot::Empty;
+    }
+    match transform::apply(rule, column, text, ctx) {
+        Ok(value) => match auto_date {
+            Some(decision) => check_auto_date(rule, &value, decision, ctx, issues),
+            None => rules::check_value(&FIELDS[rule.field], &value, ctx, issues),
+        },
+        Err(issue) => {
+            issues.push(issue);
+            Slot::Empty
+        }
+    }
+}
+
+/// A `date_format = "auto"` value, read in the column's decided order.
+fn check_auto_date(
+    rule: &crate::config::validate::ColumnRule,
+    value: &str,
+    decision: Option<&dates::Decision>,
+    ctx: &RuleContext,
+    issues: &mut Vec<Issue>,
+) -> Slot {
+    let def = &FIELDS[rule.field];
+    match dates::read(value, decision) {
+        Reading::Value(ts) => rules::check_value(def, &ts.to_string(), ctx, issues),
+        Reading::Ambiguous => {
+            issues.push(Issue::new(
+                Code::AmbiguousDate,
+                def.name,
+                format!(
+                    "{} {} reads as two different days and no value of the column tells day-first from month-first; not imported: set `date_format` (e.g. \"%d/%m/%Y\")",
+                    def.name,
+                    rules::quote(def, value, ctx)
+                ),
+            ));
+            // Absent, not Empty: the stored value stays as it is, even under `empty = "clear"`.
+            Slot::Absent
+        }
+        Reading::Contradicts(why) => {
+            issues.push(Issue::invalid(
+                def.name,
+                format!("{} {} {why}", def.name, rules::quote(def, value, ctx)),
+            ));
+            Slot::Empty
+        }
+        Reading::Invalid => {
+            issues.push(Issue::invalid(
+                def.name,
+                format!(
+                    "{} {} is not a date (date_format = \"auto\")",
+                    def.name,
+                    rules::quote(def, value, ctx)
+                ),
+            ));
+            Slot::Empty
+        }
+    }
+}
+
+fn unknown_cell(
+    name: &str,
+    text: &str,
+    policy: UnknownColumns,
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+    issues: &mut Vec<Issue>,
+) {
+    if text.trim().is_empty() {
+        return;
+    }
+    match policy {
+        UnknownColumns::Ignore | UnknownColumns::Error => {}
+        UnknownColumns::Warn => issues.push(Issue::new(
+            Code::UnknownColumn,
+            name.to_owned(),
+            format!("column {name:?} maps to no customer field; its value was not imported"),
+        )),
+        UnknownColumns::Meta => {
+            meta.insert(
+                name.to_owned(),
+                serde_json::Value::String(text.trim().to_owned()),
+            );
+        }
+    }
+}
+
+/// Normalizes the phone to E.164 using the row's country (residence, else citizenship) for
+/// national numbers; a number that is not valid anywhere is kept with a `SUSPICIOUS` warning.
+fn check_phone(row: &mut Checked, ctx: &RuleContext) {
+    let Some(phone) = row.customer.text(IDS.phone) else {
+        return;
+    };
+    let region = row
+        .customer
+        .text(IDS.country_of_residence)
+        .or_else(|| row.customer.text(IDS.citizenship));
+    let def = &FIELDS[IDS.phone];
+    match rules::check_phone(phone, region) {
+        rules::PhoneVerdict::Valid => {}
+        rules::PhoneVerdict::Reformatted(e164) => {
+            row.issues.push(Issue::new(
+                Code::Normalized,
+                "phone",
+                format!(
+                    "phone {} normalized to E.164 {}",
+                    rules::quote(def, phone, ctx),
+                    rules::quote(def, &e164, ctx)
+                ),
+            ));
+            row.customer.set(IDS.phone, Slot::Set(Value::Text(e164)));
+        }
+        rules::PhoneVerdict::Doubtful => row.issues.push(Issue::new(
+            Code::Suspicious,
+            "phone",
+            format!(
+                "phone {} does not look like a valid phone number{}; kept as given",
+                rules::quote(def, phone, ctx),
+                region.map(|r| format!(" in {r}")).unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// Adds unmapped columns to `meta_json` without overwriting keys the row already has.
+fn merge_meta(row: &mut Checked, extra: serde_json::Map<String, serde_json::Value>) {
+    let mut object = match row.customer.text(IDS.meta_json) {
+        None => serde_json::Map::new(),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(o)) => o,
+            _ => {
+                row.issues.push(Issue::invalid(
+                    "meta_json",
+                    "meta_json must be a JSON object to also hold the unmapped columns (unknown_columns = \"meta\")",
+                ));
+                return;
+            }
+        },
+    };
+    for (k, v) in extra {
+        object.entry(k).or_insert(v);
+    }
+    let text = serde_json::Value::Object(object).to_string();
+    row.customer
+        .set(IDS.meta_json, Slot::Set(Value::Text(text)));
+}
+
+/// The external_id of a malformed record, if its column is within reach, for the report.
+fn best_effort_external_id(rec: &RawRecord, header: &HeaderMap) -> String {
+    header
+        .columns
+        .iter()
+        .position(|c| matches!(c, ColumnUse::Field(r) if r.field == IDS.external_id))
+        .and_then(|i| rec.fields.get(i))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, validate::resolve_pipeline};
+    use std::path::Path;
+
+    fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, HeaderMap) {
+        let file = parse(toml, Path::new("t.toml")).unwrap();
+        let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
+        let names: Vec<String> = cols.iter().map(|c| (*c).to_owned()).collect();
+        let header = HeaderMap::from_header(&names, "t.csv", &s).unwrap();
+        let plan = CheckPlan {
+            unknown_columns: s.unknown_columns,
+            set: s.set,
+            ctx: RuleContext {
+                redact_values: false,
+                now: 2_000_000_000,
+            },
+        };
+        (plan, header)
+    }
+
+    fn rec(line: u64, fields: &[&str]) -> RawRecord {
+        RawRecord {
+            line,
+            fields: csv::ByteRecord::from(fields.to_vec()),
+        }
+    }
+
+    #[test]
+    fn maps_checks_and_stamps_constants() {
+        let (plan, header) = plan_and_header(
+            "[pipelines.p]\nbrand = \"acme\"\n[pipelines.p.set]\nlead_source = \"legacy\"\n[pipelines.p.columns]\nKdNr = \"external_id\"\n",
+            &["KdNr", "email", "lead_source", "Fax"],
+        );
+        let row = check_record(
+            0,
+            &rec(2, &["C-1", "a@b.com", "", "123"]),
+            &header,
+            &plan,
+            &Decisions::new(),
+        );
+        assert_eq!(row.external_id, "C-1");
+        assert_eq!(row.customer.text(IDS.brand), Some("acme"));
+        assert_eq!(
+            row.customer
+                .text(crate::record::fields::id_of("lead_source")),
+            Some("legacy")
+        );
+        assert_eq!(
+            row.issues.iter().map(|i| i.code).collect::<Vec<_>>(),
+            vec![Code::UnknownColumn]
+        );
+        assert_eq!(row.issues[0].field, "Fax");
+        assert!(!row.is_rejected());
+    }
+
+    #[test]
+    fn malformed_records_and_missing_ids_are_rejected() {
+        let (plan, header) = plan_and_header("[pipelines.p]\n", &["external_id", "email"]);
+        let row = check_record(
+            0,
+            &rec(5, &["C-9", "a@b.com", "extra"]),
+            &header,
+            &plan,
+            &Decisions::new(),
+        );
+        assert!(row.is_rejected());
+        assert_eq!(
+            (
+                row.issues[0].field.as_ref(),
+                row.external_id.as_str(),
+                row.line
+            ),
+            ("record", "C-9", 5)
+        );
+        let row = check_record(
+            0,
+            &rec(6, &["  ", "a@b.com"]),
+            &header,
+            &plan,
+            &Decisions::new(),
+        );
+        assert_eq!(row.issues[0].field, "external_id");
+        let bad_utf8 = RawRecord {
+            line: 7,
+            fields: csv::ByteRecord::from(vec![&b"C-1"[..], &b"\xff@b.com"[..]]),
+        };
+        let row = check_record(0, &bad_utf8, &header, &plan, &Decisions::new());
+        assert_eq!(row.issues[0].field, "record");
+    }
+
+    #[test]
+    fn unknown_columns_go_to_meta_json() {
+        let (plan, header) = plan_and_header(
+            "[pipelines.p]\nunknown_columns = \"meta\"\n",
+            &["external_id", "meta_json", "Fax", "Pager"],
+        );
+        let row = check_record(
+            0,
+            &rec(2, &["C-1", r#"{"Fax":"keep"}"#, "123", ""]),
+            &header,
+            &plan,
+            &Decisions::new(),
+        );
+        assert_eq!(row.customer.text(IDS.meta_json), Some(r#"{"Fax":"keep"}"#));
+        let row = check_record(
+            0,
+            &rec(3, &["C-2", "", "123", "9"]),
+            &header,
+            &plan,
+            &Decisions::new(),
+        );
+        assert_eq!(
+            row.customer.text(IDS.meta_json),
+            Some(r#"{"Fax":"123","Pager":"9"}"#)
+        );
+        let row = check_record(
+            0,
+            &rec(4, &["C-3", "[1]", "123", ""]),
+            &header,
+            &plan,
+            &Decisions::new(),
+        );
+        assert!(row.is_rejected());
+    }
+}

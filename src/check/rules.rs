@@ -1,0 +1,845 @@
+//! Pure per-field rules: one input string in, a checked [`Slot`] and any issues out.
+//!
+//! Nothing here looks at other fields, other rows or the database; those checks live in
+//! `check::mod` (cross-field) and `store::resolve` (database and run state). Every function is
+//! total: any string gives a slot or an issue, never a panic.
+
+use super::issue::{Code, Issue};
+use crate::record::fields::{FieldDef, Kind};
+use crate::record::{Slot, Value};
+use crate::secret::Secret;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use email_address::{EmailAddress, Options};
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+/// Longest value quoted in a detail text.
+const QUOTE_MAX: usize = 64;
+
+/// What the rules need besides the value.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleContext {
+    /// Quote no value at all in detail texts (`redact_values = true`).
+    pub redact_values: bool,
+    /// Current time (unix seconds), for "in the future" and age checks.
+    pub now: i64,
+}
+
+/// Quotes a value for a detail text, unless the field is sensitive or the pipeline redacts values.
+pub fn quote(def: &FieldDef, value: &str, ctx: &RuleContext) -> String {
+    if def.sensitive || ctx.redact_values {
+        return "(value not shown)".to_owned();
+    }
+    let mut q: String = value.chars().take(QUOTE_MAX).collect();
+    if q.len() < value.len() {
+        q.push('…');
+    }
+    format!("'{}'", q.replace(|c: char| c.is_control(), "\u{fffd}"))
+}
+
+/// Checks one non-empty input value of a field.
+///
+/// Blank values never come here: the caller turns them into [`Slot::Empty`].
+pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Vec<Issue>) -> Slot {
+    if def.kind == Kind::Password {
+        return check_password(def, raw, issues);
+    }
+    let value = raw.trim();
+    if value.is_empty() {
+        return Slot::Empty;
+    }
+    if value.len() != raw.len() {
+        issues.push(Issue::new(
+            Code::Normalized,
+            def.name,
+            format!("{}: surrounding spaces removed", def.name),
+        ));
+    }
+    let checked =
+        match def.kind {
+            Kind::ExternalId | Kind::Text | Kind::Phone => Ok(Value::Text(value.to_owned())),
+            Kind::CustomerId | Kind::Id | Kind::StatusId { .. } => parse_int_in(value, 0, i64::MAX),
+            Kind::Enum { max } => parse_flag(value, max).or_else(|()| parse_int_in(value, 0, max)),
+            Kind::Time => parse_time(value).map(Value::Int).ok_or(()),
+            Kind::BirthDate => return check_birth_date(def, value, ctx, issues),
+            Kind::Email => check_email(value).map(Value::Text),
+            Kind::JsonText => check_json(value, |_| true).map(|()| Value::Text(value.to_owned())),
+            Kind::JsonObject => check_json(value, serde_json::Value::is_object)
+                .map(|()| Value::Text(value.to_owned())),
+            Kind::JsonArray => check_json(value, serde_json::Value::is_array)
+                .map(|()| Value::Text(value.to_owned())),
+            Kind::JsonAny => check_json(value, |_| true).map(|()| Value::Text(value.to_owned())),
+            Kind::List => return list_slot(split_list(value)),
+            Kind::Desk => return check_desk(def, value, ctx, issues),
+            Kind::Country => {
+                return normalized(
+                    def,
+                    value,
+                    country_code(value).map(str::to_owned),
+                    ctx,
+                    issues,
+                )
+            }
+            Kind::CountryList => return check_country_list(def, value, ctx, issues),
+            Kind::Language => return normalized(def, value, language_code(value), ctx, issues),
+            Kind::Timezone => return normalized(def, value, timezone_name(value), ctx, issues),
+            Kind::Password => unreachable!("handled above"),
+        };
+    match checked {
+        Ok(v) => Slot::Set(v),
+        Err(()) => {
+            issues.push(Issue::invalid(def.name, rule_text(def, value, ctx)));
+            Slot::Empty
+        }
+    }
+}
+
+/// The detail text of a value that fails its field's rule.
+fn rule_text(def: &FieldDef, value: &str, ctx: &RuleContext) -> String {
+    let q = quote(def, value, ctx);
+    let name = def.name;
+    match def.kind {
+        Kind::CustomerId | Kind::Id | Kind::StatusId { .. } => {
+            format!("{name} {q} is not a whole number >= 0")
+        }
+        Kind::Enum { max: 1 } => format!("{name} {q} must be 0 or 1"),
+        Kind::Enum { max } => format!("{name} {q} must be a whole number from 0 to {max}"),
+        Kind::Time => format!(
+            "{name} {q} is not a date: use ISO 8601 (2024-01-31 or 2024-01-31T12:00:00Z), unix seconds, or a date_format"
+        ),
+        Kind::Email => format!("email {q} is not a valid address"),
+        Kind::JsonText | Kind::JsonAny => format!("{name} {q} is not valid JSON"),
+        Kind::JsonObject => format!("{name} {q} is not a JSON object"),
+        Kind::JsonArray => format!("{name} {q} is not a JSON array"),
+        Kind::Country | Kind::CountryList => {
+            format!("{name} {q} is not an ISO 3166-1 country (use a code like DE or DEU, or an English name)")
+        }
+        Kind::Language => format!("{name} {q} is not an ISO 639 language (use a code like de or en-GB)"),
+        Kind::Timezone => format!("{name} {q} is not an IANA time zone (like Europe/Berlin)"),
+        _ => format!("{name} {q} is not valid"),
+    }
+}
+
+fn parse_int_in(value: &str, min: i64, max: i64) -> Result<Value, ()> {
+    match value.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Value::Int(n)),
+        _ => Err(()),
+    }
+}
+
+/// `true`/`false` (any case) for 0/1 fields, as JSON and many exports write them.
+fn parse_flag(value: &str, max: i64) -> Result<Value, ()> {
+    if max != 1 {
+        return Err(());
+    }
+    if value.eq_ignore_ascii_case("true") {
+        Ok(Value::Int(1))
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(Value::Int(0))
+    } else {
+        Err(())
+    }
+}
+
+/// Parses a point in time: unix seconds, an RFC 3339 date-time, a naive ISO date-time (UTC), or
+/// an ISO date (UTC midnight).
+pub fn parse_time(value: &str) -> Option<i64> {
+    // Only instants chrono can represent: keeps date arithmetic on the result overflow-free.
+    parse_any_time(value).filter(|ts| DateTime::<Utc>::from_timestamp(*ts, 0).is_some())
+}
+
+fn parse_any_time(value: &str) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(n) = value.parse::<i64>() {
+        return Some(n);
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(value) {
+        return Some(dt.timestamp());
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(value, fmt) {
+            return Some(dt.and_utc().timestamp());
+        }
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_time(NaiveTime::MIN).and_utc().timestamp())
+}
+
+fn check_birth_date(
+    def: &FieldDef,
+    value: &str,
+    ctx: &RuleContext,
+    issues: &mut Vec<Issue>,
+) -> Slot {
+    let Some(ts) = parse_time(value) else {
+        issues.push(Issue::invalid(
+            def.name,
+            rule_text(
+                &FieldDef {
+                    kind: Kind::Time,
+                    ..*def
+                },
+                value,
+                ctx,
+            ),
+        ));
+        return Slot::Empty;
+    };
+    let midnight = ts.div_euclid(DAY) * DAY;
+    if midnight != ts {
+        issues.push(Issue::new(
+            Code::Normalized,
+            def.name,
+            format!(
+                "{}: time of day dropped, a birth date is stored as UTC midnight",
+                def.name
+            ),
+        ));
+    }
+    if midnight > ctx.now {
+        issues.push(Issue::invalid(
+            def.name,
+            format!("{} lies in the future", def.name),
+        ));
+        return Slot::Empty;
+    }
+    if age_in_years(midnight, ctx.now) > 120 {
+        issues.push(Issue::new(
+            Code::Suspicious,
+            def.name,
+            format!("{} gives an age over 120 years", def.name),
+        ));
+    }
+    Slot::Set(Value::Int(midnight))
+}
+
+fn age_in_years(birth: i64, now: i64) -> i64 {
+    let (Some(b), Some(n)) = (
+        DateTime::<Utc>::from_timestamp(birth, 0),
+        DateTime::<Utc>::from_timestamp(now, 0),
+    ) else {
+        return 0;
+    };
+    let b = b.date_naive();
+    let n = n.date_naive();
+    n.years_since(b).map_or(0, i64::from)
+}
+
+fn check_email(value: &str) -> Result<String, ()> {
+    // email_address implements RFC 5322 addr-spec; two domain labels rule out "john@localhost",
+    // which a CRM cannot mail, and display forms like "John <j@x.com>" are refused.
+    let options = Options::default()
+        .with_required_tld()
+        .without_display_text()
+        .without_domain_literal();
+    match EmailAddress::parse_with_options(value, options) {
+        Ok(_) => Ok(value.to_owned()),
+        Err(_) => Err(()),
+    }
+}
+
+/// The case-insensitive uniqueness key of an email.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn check_json(value: &str, shape: fn(&serde_json::Value) -> bool) -> Result<(), ()> {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(v) if shape(&v) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Splits a list field: a JSON array of strings as is, otherwise on `;` or `,`; blanks dropped.
+pub fn split_list(value: &str) -> Vec<String> {
+    if value.starts_with('[') {
+        if let Ok(items) = serde_json::from_str::<Vec<String>>(value) {
+            return items
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+    }
+    value
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A list as its stored JSON text; an empty list is no value.
+pub fn list_slot(items: Vec<String>) -> Slot {
+    if items.is_empty() {
+        Slot::Empty
+    } else {
+        Slot::Set(Value::Text(serde_json::Value::from(items).to_string()))
+    }
+}
+
+fn check_password(def: &FieldDef, raw: &str, issues: &mut Vec<Issue>) -> Slot {
+    // Passwords are taken verbatim: spaces may be part of them.
+    let len = raw.chars().count();
+    if raw.trim().is_empty() {
+        return Slot::Empty;
+    }
+    if !(6..=128).contains(&len) {
+        issues.push(Issue::invalid(
+            def.name,
+            format!("password must be 6 to 128 characters long, it has {len}"),
+        ));
+        return Slot::Empty;
+    }
+    Slot::Set(Value::Secret(Secret::new(raw.to_owned())))
+}
+
+/// A value that a rule either accepts as is, rewrites (with a `NORMALIZED` warning) or rejects.
+fn normalized(
+    def: &FieldDef,
+    value: &str,
+    canonical: Option<String>,
+    ctx: &RuleContext,
+    issues: &mut Vec<Issue>,
+) -> Slot {
+    match canonical {
+        Some(c) => {
+            if c != value {
+                issues.push(Issue::new(
+                    Code::Normalized,
+                    def.name,
+                    format!(
+                        "{} {} normalized to {}",
+                        def.name,
+                        quote(def, value, ctx),
+                        quote(def, &c, ctx)
+                    ),
+                ));
+            }
+            Slot::Set(Value::Text(c))
+        }
+        None => {
+            issues.push(Issue::invalid(def.name, rule_text(def, value, ctx)));
+            Slot::Empty
+        }
+    }
+}
+
+/// The ISO 3166-1 alpha-2 code of a country given as alpha-2, alpha-3 or an English name.
+///
+/// Numeric codes are refused: in a CRM export they are more often a mistake than a country.
+pub fn country_code(value: &str) -> Option<&'static str> {
+    let v = value.trim();
+    let by_code = match v.len() {
+        2 => celes::Country::from_alpha2(v).ok(),
+        3 => celes::Country::from_alpha3(v).ok(),
+        _ => None,
+    };
+    let country = by_code.or_else(|| {
+        let key: String = v
+            .chars()
+            .filter(|c| c.is_alphabetic())
+            .flat_map(char::to_lowercase)
+            .collect();
+        (key.len() > 3)
+            .then(|| key.parse::<celes::Country>().ok())
+            .flatten()
+    })?;
+    Some(country.alpha2)
+}
+
+fn check_country_list(
+    def: &FieldDef,
+    value: &str,
+    ctx: &RuleContext,
+    issues: &mut Vec<Issue>,
+) -> Slot {
+    let items = split_list(value);
+    let mut codes = Vec::with_capacity(items.len());
+    for item in &items {
+        match country_code(item) {
+            Some(code) => codes.push(code.to_owned()),
+            None => {
+                issues.push(Issue::invalid(def.name, rule_text(def, item, ctx)));
+                return Slot::Empty;
+            }
+        }
+    }
+    if codes != items {
+        issues.push(Issue::new(
+            Code::Normalized,
+            def.name,
+            format!(
+                "{} normalized to ISO 3166-1 alpha-2: {}",
+                def.name,
+                codes.join(", ")
+            ),
+        ));
+    }
+    list_slot(codes)
+}
+
+/// An ISO 639-1 code (or 639-3 where there is none), with an optional ISO 3166 region.
+pub fn language_code(value: &str) -> Option<String> {
+    let v = value.trim();
+    let (lang, region) = match v.split_once(['-', '_']) {
+        Some((l, r)) => (l, Some(r)),
+        None => (v, None),
+    };
+    let lower = lang.to_ascii_lowercase();
+    let language = match lower.len() {
+        2 => isolang::Language::from_639_1(&lower),
+        3 => isolang::Language::from_639_3(&lower),
+        _ => None,
+    }
+    .or_else(|| region.is_none().then(|| english_language(lang)).flatten())?;
+    let code = language.to_639_1().unwrap_or_else(|| language.to_639_3());
+    match region {
+        None => Some(code.to_owned()),
+        Some(r) => {
+            let region = (r.len() == 2)
+                .then(|| celes::Country::from_alpha2(r).ok())
+                .flatten()?;
+            Some(format!("{code}-{}", region.alpha2))
+        }
+    }
+}
+
+fn english_language(name: &str) -> Option<isolang::Language> {
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let capitalized: String = first
+        .to_uppercase()
+        .chain(chars.flat_map(char::to_lowercase))
+        .collect();
+    isolang::Language::from_name(&capitalized)
+}
+
+/// The IANA name of a time zone, matched case-insensitively.
+pub fn timezone_name(value: &str) -> Option<String> {
+    let v = value.trim();
+    v.parse::<chrono_tz::Tz>()
+        .ok()
+        .or_else(|| chrono_tz::Tz::from_str_insensitive(v).ok())
+        .map(|tz| tz.name().to_owned())
+}
+
+/// What the phone rule says about a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneVerdict {
+    /// Valid and already in E.164 form (or valid with an extension, kept as given).
+    Valid,
+    /// Valid; this is its E.164 form.
+    Reformatted(String),
+    /// Not a valid number for any region we could infer: kept as given, with a warning.
+    Doubtful,
+}
+
+/// Checks a phone number with libphonenumber's metadata, reading national numbers in `region`
+/// (an ISO 3166-1 alpha-2 code, usually the row's country of residence).
+pub fn check_phone(phone: &str, region: Option<&str>) -> PhoneVerdict {
+    use std::str::FromStr;
+    let region = region.and_then(|r| phonenumber::country::Id::from_str(r).ok());
+    match phonenumber::parse(region, phone) {
+        Ok(number) if phonenumber::is_valid(&number) => {
+            // E.164 has no room for an extension; such numbers keep their original form.
+            if number.extension().is_some() {
+                return PhoneVerdict::Valid;
+            }
+            let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+            if e164 == phone {
+                PhoneVerdict::Valid
+            } else {
+                PhoneVerdict::Reformatted(e164)
+            }
+        }
+        _ => PhoneVerdict::Doubtful,
+    }
+}
+
+fn check_desk(def: &FieldDef, value: &str, ctx: &RuleContext, issues: &mut Vec<Issue>) -> Slot {
+    let upper = value.to_uppercase();
+    if upper != value {
+        issues.push(Issue::new(
+            Code::Normalized,
+            def.name,
+            format!("desk {} normalized to upper case", quote(def, value, ctx)),
+        ));
+    }
+    Slot::Set(Value::Text(upper))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::fields::{id_of, FIELDS};
+
+    const NOW: i64 = 1_790_000_000; // 2026-09-21
+
+    fn ctx() -> RuleContext {
+        RuleContext {
+            redact_values: false,
+            now: NOW,
+        }
+    }
+
+    fn run(field: &str, raw: &str) -> (Slot, Vec<Issue>) {
+        let mut issues = Vec::new();
+        let slot = check_value(&FIELDS[id_of(field)], raw, &ctx(), &mut issues);
+        (slot, issues)
+    }
+
+    fn codes(issues: &[Issue]) -> Vec<Code> {
+        issues.iter().map(|i| i.code).collect()
+    }
+
+    fn int(n: i64) -> Slot {
+        Slot::Set(Value::Int(n))
+    }
+
+    fn text(s: &str) -> Slot {
+        Slot::Set(Value::Text(s.into()))
+    }
+
+    #[test]
+    fn enums_accept_their_range_only() {
+        let table: &[(&str, &str, Option<i64>)] = &[
+            ("type", "0", Some(0)),
+            ("type", "1", Some(1)),
+            ("type", "2", None),
+            ("status", "3", Some(3)),
+            ("status", "4", None),
+            ("status", "-1", None),
+            ("enable", "true", Some(1)),
+            ("enable", "FALSE", Some(0)),
+            ("enable", "yes", None),
+            ("pep_status", "2", Some(2)),
+            ("pep_status", "3", None),
+            ("sanctions_status", "3", Some(3)),
+            ("risk_level", "2", Some(2)),
+            ("risk_level", "x", None),
+            ("aml_status", "3", Some(3)),
+            ("aml_status", "1.5", None),
+            ("marketing_allowed", "1", Some(1)),
+            ("manager_id", "42", Some(42)),
+            ("manager_id", "-3", None),
+            ("kyc_status", "17", Some(17)),
+        ];
+        for (field, raw, want) in table {
+            let (slot, issues) = run(field, raw);
+            match want {
+                Some(n) => assert_eq!((slot, issues), (int(*n), vec![]), "{field}={raw}"),
+                None => {
+                    assert_eq!(codes(&issues), vec![Code::InvalidData], "{field}={raw}");
+                    assert_eq!(issues[0].field, *field);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emails() {
+        let table: &[(&str, bool)] = &[
+            ("john@example.com", true),
+            ("John.Smith+crm@Example.co.uk", true),
+            ("john@", false),
+            ("@example.com", false),
+            ("john@localhost", false),
+            ("John <john@example.com>", false),
+            ("two@@example.com", false),
+            ("john@exa mple.com", false),
+        ];
+        for (raw, ok) in table {
+            let (slot, issues) = run("email", raw);
+            if *ok {
+                assert_eq!(slot, text(raw), "{raw}");
+                assert!(issues.is_empty(), "{raw}: {issues:?}");
+            } else {
+                assert_eq!(codes(&issues), vec![Code::InvalidData], "{raw}");
+                assert_eq!(
+                    issues[0].detail,
+                    format!("email '{raw}' is not a valid address")
+                );
+            }
+        }
+        assert_eq!(email_key(" John@Example.COM "), "john@example.com");
+    }
+
+    #[test]
+    fn surrounding_spaces_are_trimmed_with_a_warning() {
+        let (slot, issues) = run("email", "  a@b.com ");
+        assert_eq!(slot, text("a@b.com"));
+        assert_eq!(codes(&issues), vec![Code::Normalized]);
+        assert_eq!(run("first_name", "   ").0, Slot::Empty);
+    }
+
+    #[test]
+    fn times() {
+        let table: &[(&str, Option<i64>)] = &[
+            ("1710000000", Some(1_710_000_000)),
+            ("2024-03-09", Some(1_709_942_400)),
+            ("2024-03-09T16:00:00Z", Some(1_710_000_000)),
+            ("2024-03-09T18:00:00+02:00", Some(1_710_000_000)),
+            ("2024-03-09 16:00:00", Some(1_710_000_000)),
+            ("2024-03-09T16:00", Some(1_710_000_000)),
+            ("09.03.2024", None),
+            ("2024-02-30", None),
+            ("-9223372036854775808", None),
+            ("9223372036854775807", None),
+            ("yesterday", None),
+        ];
+        for (raw, want) in table {
+            assert_eq!(parse_time(raw), *want, "{raw}");
+            let (slot, issues) = run("last_contact_time", raw);
+            match want {
+                Some(n) => assert_eq!(slot, int(*n)),
+                None => assert_eq!(codes(&issues), vec![Code::InvalidData]),
+            }
+        }
+    }
+
+    #[test]
+    fn birth_dates() {
+        assert_eq!(run("birth_date", "1990-05-17"), (int(642_902_400), vec![]));
+        let (slot, issues) = run("birth_date", "1990-05-17T10:00:00Z");
+        assert_eq!(slot, int(642_902_400));
+        assert_eq!(codes(&issues), vec![Code::Normalized]);
+        let (slot, issues) = run("birth_date", "2099-01-01");
+        assert_eq!(slot, Slot::Empty);
+        assert_eq!(codes(&issues), vec![Code::InvalidData]);
+        let (_, issues) = run("birth_date", "1890-01-01");
+        assert_eq!(codes(&issues), vec![Code::Suspicious]);
+        let (_, issues) = run("birth_date", "17/05/1990");
+        assert_eq!(codes(&issues), vec![Code::InvalidData]);
+        assert!(
+            !issues[0].detail.contains("1990"),
+            "birth_date is never quoted"
+        );
+    }
+
+    #[test]
+    fn json_fields() {
+        assert_eq!(run("tags_json", r#"["vip"]"#), (text(r#"["vip"]"#), vec![]));
+        assert_eq!(codes(&run("tags_json", "{vip").1), vec![Code::InvalidData]);
+        assert_eq!(
+            codes(&run("meta_json", "not json").1),
+            vec![Code::InvalidData]
+        );
+        assert_eq!(run("fields", r#"{"a":1}"#).1, vec![]);
+        assert_eq!(codes(&run("fields", "[1]").1), vec![Code::InvalidData]);
+        assert_eq!(run("variations", "[]").1, vec![]);
+        assert_eq!(codes(&run("variations", "{}").1), vec![Code::InvalidData]);
+    }
+
+    #[test]
+    fn lists_split_on_semicolons_and_commas() {
+        assert_eq!(split_list("A;B;C,D"), vec!["A", "B", "C", "D"]);
+        assert_eq!(split_list(r#"["x, y","z"]"#), vec!["x, y", "z"]);
+        assert_eq!(split_list(" ; ,"), Vec::<String>::new());
+        assert_eq!(run("alias_ids", "a; b").0, text(r#"["a","b"]"#));
+        assert_eq!(run("alias_ids", ";;").0, Slot::Empty);
+    }
+
+    #[test]
+    fn passwords_are_length_checked_and_never_quoted() {
+        let (slot, issues) = run("password", "s3cret!");
+        assert!(matches!(slot, Slot::Set(Value::Secret(_))));
+        assert!(issues.is_empty());
+        let (slot, issues) = run("password", "abc12");
+        assert_eq!(slot, Slot::Empty);
+        assert_eq!(codes(&issues), vec![Code::InvalidData]);
+        assert!(!issues[0].detail.contains("abc12"));
+        let long = "x".repeat(129);
+        assert_eq!(codes(&run("password", &long).1), vec![Code::InvalidData]);
+        assert!(run("password", &"x".repeat(128)).1.is_empty());
+    }
+
+    #[test]
+    fn countries() {
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("citizenship", "DE", Some("DE")),
+            ("citizenship", "de", Some("DE")),
+            ("citizenship", "DEU", Some("DE")),
+            ("citizenship", "Germany", Some("DE")),
+            ("country_of_residence", "United Kingdom", Some("GB")),
+            ("country_of_residence", "chile", Some("CL")),
+            ("citizenship", "XX", None),
+            ("citizenship", "276", None),
+            ("citizenship", "Atlantis", None),
+        ];
+        for (field, raw, want) in table {
+            let (slot, issues) = run(field, raw);
+            match want {
+                Some(code) => {
+                    assert_eq!(slot, text(code), "{raw}");
+                    let expect = if raw == code {
+                        vec![]
+                    } else {
+                        vec![Code::Normalized]
+                    };
+                    assert_eq!(codes(&issues), expect, "{raw}");
+                }
+                None => assert_eq!(codes(&issues), vec![Code::InvalidData], "{raw}"),
+            }
+        }
+        assert_eq!(
+            run("nationality_codes", "DE;FRA, Italy").0,
+            text(r#"["DE","FR","IT"]"#)
+        );
+        assert_eq!(
+            codes(&run("nationality_codes", "DE;Narnia").1),
+            vec![Code::InvalidData]
+        );
+        assert!(run("domicile_codes", "DE,FR").1.is_empty());
+    }
+
+    #[test]
+    fn phones() {
+        assert_eq!(check_phone("+442079460958", None), PhoneVerdict::Valid);
+        assert_eq!(
+            check_phone("+44 20 7946 0958", None),
+            PhoneVerdict::Reformatted("+442079460958".into())
+        );
+        assert_eq!(
+            check_phone("030 901820", Some("DE")),
+            PhoneVerdict::Reformatted("+4930901820".into())
+        );
+        assert_eq!(
+            check_phone("030 901820", None),
+            PhoneVerdict::Doubtful,
+            "a national number needs a region"
+        );
+        assert_eq!(check_phone("-1199", Some("US")), PhoneVerdict::Doubtful);
+        assert_eq!(check_phone("call me", Some("DE")), PhoneVerdict::Doubtful);
+        assert_eq!(
+            check_phone("+1 650-253-0000 x123", None),
+            PhoneVerdict::Valid,
+            "extensions are kept"
+        );
+    }
+
+    #[test]
+    fn languages_and_time_zones() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("de", Some("de")),
+            ("DE", Some("de")),
+            ("deu", Some("de")),
+            ("German", Some("de")),
+            ("en-GB", Some("en-GB")),
+            ("en_gb", Some("en-GB")),
+            ("xx", None),
+            ("en-XX", None),
+        ];
+        for (raw, want) in table {
+            assert_eq!(language_code(raw).as_deref(), *want, "{raw}");
+        }
+        assert_eq!(run("preferred_language", "fr").1, vec![]);
+        assert_eq!(
+            codes(&run("preferred_language", "elvish").1),
+            vec![Code::InvalidData]
+        );
+        assert_eq!(
+            run("timezone", "Europe/Berlin"),
+            (text("Europe/Berlin"), vec![])
+        );
+        let (slot, issues) = run("timezone", "europe/berlin");
+        assert_eq!(
+            (slot, codes(&issues)),
+            (text("Europe/Berlin"), vec![Code::Normalized])
+        );
+        assert_eq!(
+            codes(&run("timezone", "Mars/Olympus").1),
+            vec![Code::InvalidData]
+        );
+    }
+
+    #[test]
+    fn desk_is_upper_cased_with_a_warning() {
+        let (slot, issues) = run("desk", "desk_retention");
+        assert_eq!(slot, text("DESK_RETENTION"));
+        assert_eq!(codes(&issues), vec![Code::Normalized]);
+        assert!(run("desk", "DESK_A").1.is_empty());
+    }
+
+    #[test]
+    fn sensitive_and_redacted_values_are_not_quoted() {
+        let tax = &FIELDS[id_of("tax_id")];
+        assert_eq!(quote(tax, "123", &ctx()), "(value not shown)");
+        let name = &FIELDS[id_of("first_name")];
+        assert_eq!(quote(name, "Ann", &ctx()), "'Ann'");
+        let redacted = RuleContext {
+            redact_values: true,
+            now: NOW,
+        };
+        assert_eq!(quote(name, "Ann", &redacted), "(value not shown)");
+        let (_, issues) = run("status", &"9".repeat(100));
+        assert!(issues[0].detail.contains('…'));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::record::fields::FIELDS;
+    use proptest::prelude::*;
+
+    const CTX: RuleContext = RuleContext {
+        redact_values: false,
+        now: 1_790_000_000,
+    };
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Every field rule is total: any string gives a slot and issues, never a panic, and a
+        /// rejected value leaves no value behind.
+        #[test]
+        fn rules_never_panic(raw in "\\PC{0,40}", field in 0..FIELDS.len()) {
+            let mut issues = Vec::new();
+            let slot = check_value(&FIELDS[field], &raw, &CTX, &mut issues);
+            if issues.iter().any(Issue::is_error) {
+                prop_assert_eq!(slot, Slot::Empty);
+            }
+        }
+
+        /// Date-like and number-like strings, including huge values, never panic the date rules.
+        #[test]
+        fn dates_never_panic(y in any::<i64>(), m in any::<i32>(), d in any::<i32>(), sep in "[-./ T:]") {
+            for raw in [format!("{y}{sep}{m}{sep}{d}"), format!("{d}{sep}{m}{sep}{y}"), y.to_string()] {
+                let mut issues = Vec::new();
+                let _ = check_value(&FIELDS[crate::record::fields::id_of("birth_date")], &raw, &CTX, &mut issues);
+                if let Some(ts) = parse_time(&raw) {
+                    prop_assert!(DateTime::<Utc>::from_timestamp(ts, 0).is_some());
+                }
+            }
+        }
+
+        /// Integers round-trip through the integer rules; anything else is an error.
+        #[test]
+        fn ids_accept_exactly_non_negative_integers(n in any::<i64>()) {
+            let mut issues = Vec::new();
+            let slot = check_value(&FIELDS[crate::record::fields::id_of("manager_id")], &n.to_string(), &CTX, &mut issues);
+            if n >= 0 {
+                prop_assert_eq!(slot, Slot::Set(Value::Int(n)));
+            } else {
+                prop_assert_eq!(issues.len(), 1);
+            }
+        }
+
+        /// The date_format transform and the country/language/time zone lookups are total too.
+        #[test]
+        fn lookups_never_panic(raw in "\\PC{0,30}", fmt in "(%[dmYyHMSz]|[-./ ]){0,8}") {
+            let _ = crate::record::transform::parse_with_format(&raw, &fmt);
+            let _ = country_code(&raw);
+            let _ = language_code(&raw);
+            let _ = timezone_name(&raw);
+            let _ = check_phone(&raw, Some("DE"));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `custload run PIPELINE [INPUT...]`: settle the plan, open the inputs and the database,
+//! run the pipeline, record the run, write the report and the summary.
+//!
+//! Everything that can fail without touching the database (config, inputs, headers, report
+//! path) is checked before the database is opened.
+
+use super::runtime;
+use crate::cli::Options;
+use crate::config;
+use crate::outcome::Outcome;
+use crate::pipeline::{self, Ending};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::report::{ReportDest, ReportWriter, RunInfo, Status};
+use crate::store::runs::RunStart;
+use crate::store::Store;
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Runs a pipeline.
+#[allow(clippy::print_stderr)]
+pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Result<Outcome> {
+    let config = config::load(&options.config)?;
+    let plan = Plan::from_options(options, &config, &options.config, pipeline, inputs)?;
+    if let Some(path) = plan.report.as_deref().filter(|p| *p != "-") {
+        check_writable(Path::new(path))?;
+    }
+    let sources = pipeline::open_sources(&plan)?;
+    let started = Utc::now();
+    let clock = Instant::now();
+    runtime()?.block_on(async {
+        let mut store = Store::open(&plan.database_url).await?;
+        let names: Vec<String> = plan.inputs.iter().map(|i| i.name.clone()).collect();
+        let run_id = store
+            .start_run(&RunStart {
+                pipeline,
+                inputs: &names,
+                verify_only: plan.verify_only,
+                all_or_nothing: plan.all_or_nothing,
+                started_at: started.timestamp(),
+            })
+            .await
+            .with_context(|| format!("cannot record the run in {}", store.url()))?;
+        let progress = Progress::new(sources.total_bytes, plan.quiet);
+        let mut report = ReportWriter::new(plan.verify_only, names.clone())?;
+        let ending = pipeline::execute(&plan, sources, &mut store, &mut report, &progress).await;
+        progress.finish();
+        let (status, error, result) = settle(ending, &report);
+        let finished = Utc::now();
+        let summary = report.summary();
+        let recorded = store
+            .finish_run(
+                run_id,
+                status.as_str(),
+                &summary,
+                finished.timestamp(),
+                error.as_deref(),
+            )
+            .await;
+        let info = RunInfo {
+            id: run_id,
+            pipeline: pipeline.to_owned(),
+            inputs: names,
+            database: store.url().to_owned(),
+            started_at: rfc3339(started),
+            finished_at: rfc3339(finished),
+            elapsed_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        let dest = report_dest(plan.report.as_deref(), pipeline, run_id);
+        match report.finish(status, error.as_deref(), &info, &dest) {
+            // Whoever read the report on stdout left early; the run's own result still stands.
+            Err(e) if crate::outcome::is_broken_pipe(&e) => {}
+            other => other?,
+        }
+        recorded.with_context(|| format!("cannot record the end of run {run_id}"))?;
+        eprintln!("{}", report.human_summary(pipeline, status));
+        if let ReportDest::File(path) = &dest {
+            eprintln!("custload: report: {}", path.display());
+        }
+        result
+    })
+}
+
+/// Maps how the pipeline ended to the report status, its error text and the command's result.
+fn settle(
+    ending: Ending,
+    report: &ReportWriter,
+) -> (Status, Option<String>, anyhow::Result<Outcome>) {
+    match ending {
+        Ending::Completed if report.summary().rejected == 0 => (Status::Ok, None, Ok(Outcome::Ok)),
+        Ending::Completed => (Status::Partial, None, Ok(Outcome::Partial)),
+        Ending::Stopped(why) => (Status::Failed, Some(why), Ok(Outcome::Stopped)),
+        Ending::Interrupted => (
+            Status::Interrupted,
+            Some(
+                "interrupted: the batch in flight was rolled back; committed batches stay"
+                    .to_owned(),
+            ),
+            Ok(Outcome::Interrupted),
+        ),
+        Ending::Fatal(err) => (Status::Failed, Some(format!("{err:#}")), Err(err)),
+    }
+}
+
+fn report_dest(flag: Option<&str>, pipeline: &str, run_id: i64) -> ReportDest {
+    match flag {
+        Some("-") => ReportDest::Stdout,
+        Some(path) => ReportDest::File(PathBuf::from(path)),
+        None => ReportDest::File(PathBuf::from(format!("{pipeline}-{run_id}.report.json"))),
+    }
+}
+
+/// Fails early, before the database is touched, when the report cannot be written.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("cannot write report {}: it is a directory", path.display());
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::NamedTempFile::new_in(dir)
+        .map(drop)
+        .with_context(|| format!("cannot write report {}", path.display()))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

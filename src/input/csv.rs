@@ -1,0 +1,181 @@
+//! CSV/TSV reading: the header, then records in batches with the line each record starts on.
+//!
+//! Records are kept as raw `ByteRecord`s: decoding, mapping and checking happen on the checker
+//! threads, so the reader thread only splits bytes. A record with the wrong number of fields or
+//! invalid UTF-8 is still yielded; the checker turns it into an `INVALID_DATA` row.
+
+use crate::input::OpenedInput;
+use anyhow::Context;
+use csv::{ByteRecord, ReaderBuilder};
+use std::io::Read;
+
+/// One record as read, before any decoding.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// 1-based line on which the record starts (quoted newlines included).
+    pub line: u64,
+    /// The fields as bytes.
+    pub fields: ByteRecord,
+}
+
+/// A CSV source positioned after its header.
+pub struct CsvSource {
+    /// Name used in reports.
+    pub name: String,
+    /// The header row, BOM and surrounding spaces removed.
+    pub header: Vec<String>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    done: bool,
+}
+
+/// Dialect of a CSV input.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+}
+
+impl CsvSource {
+    /// Reads the header of an opened input. An empty file or unreadable header is an error.
+    pub fn from_input(input: OpenedInput, dialect: Dialect) -> anyhow::Result<Option<Self>> {
+        let mut reader = ReaderBuilder::new()
+            .delimiter(dialect.delimiter)
+            .quote(dialect.quote)
+            .flexible(true)
+            // `\n` alone ends a record: with the default CRLF terminator the csv crate reports
+            // the line of a record after a `\r\n` one line too early. The `\r` left at the end
+            // of the last field is removed in `strip_cr`.
+            .terminator(csv::Terminator::Any(b'\n'))
+            .has_headers(true)
+            // A final `\n` makes every record end with a terminator, which `start_line` relies on;
+            // an extra blank line at the end is skipped like any blank line.
+            .from_reader(Box::new(input.reader.chain(&b"\n"[..])) as Box<dyn Read + Send>);
+        let header = reader
+            .byte_headers()
+            .with_context(|| format!("cannot read the header of {}", input.name))?;
+        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+            return Ok(None);
+        }
+        let header = header
+            .iter()
+            .map(|h| {
+                String::from_utf8_lossy(h)
+                    .trim_start_matches('\u{feff}')
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        Ok(Some(CsvSource {
+            name: input.name,
+            header,
+            reader,
+            done: false,
+        }))
+    }
+
+    /// Fills `batch` with up to `max` records; returns false once the input is exhausted.
+    ///
+    /// I/O errors (including bad gzip data) are fatal; malformed records are not.
+    pub fn read_batch(&mut self, batch: &mut Vec<RawRecord>, max: usize) -> anyhow::Result<bool> {
+        while batch.len() < max && !self.done {
+            let mut fields = ByteRecord::new();
+            match self.reader.read_byte_record(&mut fields) {
+                Ok(true) => {
+                    let earliest = fields.position().map_or(1, csv::Position::line);
+                    let line = start_line(self.reader.position().line(), &fields).max(earliest);
+                    strip_cr(&mut fields);
+                    if fields.len() == 1 && fields[0].is_empty() {
+                        continue; // a blank CRLF line, skipped like a blank LF line
+                    }
+                    batch.push(RawRecord { line, fields });
+                }
+                Ok(false) => self.done = true,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("cannot read {}", self.name)));
+                }
+            }
+        }
+        Ok(!self.done)
+    }
+}
+
+/// The 1-based line a record starts on, from the line the reader stands on after it.
+///
+/// The csv crate's own record position is taken before blank lines are skipped (and, with a
+/// CRLF terminator, before the `\n` is consumed), so it can be early; counting back from the
+/// end over the newlines inside quoted fields is exact for every record that ends with a
+/// terminator. A quote left open until EOF has none; the caller takes the larger of this and
+/// the crate's position, which is exact there.
+fn start_line(line_after: u64, record: &ByteRecord) -> u64 {
+    let inner: usize = record
+        .iter()
+        .map(|f| f.iter().filter(|&&b| b == b'\n').count())
+        .sum();
+    line_after.saturating_sub(1 + inner as u64).max(1)
+}
+
+/// Removes the `\r` of a CRLF line end from the last field.
+fn strip_cr(record: &mut ByteRecord) {
+    let Some(last) = record.iter().next_back() else {
+        return;
+    };
+    if last.last() == Some(&b'\r') {
+        let kept = last[..last.len() - 1].to_vec();
+        record.truncate(record.len() - 1);
+        record.push_field(&kept);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::OpenedInput;
+
+    fn lines_and_fields(text: &'static str) -> Vec<(u64, Vec<String>)> {
+        let input = OpenedInput {
+            name: "t".into(),
+            size: None,
+            reader: Box::new(text.as_bytes()),
+        };
+        let mut src = CsvSource::from_input(
+            input,
+            Dialect {
+                delimiter: b',',
+                quote: b'"',
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let mut batch = Vec::new();
+        while src.read_batch(&mut batch, usize::MAX).unwrap() {}
+        batch
+            .into_iter()
+            .map(|r| {
+                (
+                    r.line,
+                    r.fields
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crlf_and_lf_give_the_same_lines_and_values() {
+        let expect = vec![
+            (2, vec!["1".to_owned(), "x".to_owned()]),
+            (3, vec!["2".to_owned(), "multi\nline".to_owned()]),
+            (6, vec!["3".to_owned(), "z".to_owned()]),
+        ];
+        assert_eq!(
+            lines_and_fields("a,b\n1,x\n2,\"multi\nline\"\n\n3,z\n"),
+            expect
+        );
+        let crlf = lines_and_fields("a,b\r\n1,x\r\n2,\"multi\nline\"\r\n\r\n3,z");
+        assert_eq!(crlf, expect);
+    }
+}

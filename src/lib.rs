@@ -1,0 +1,39 @@
+//! custload: bulk import of CRM customer records.
+//!
+//! # Layout
+//!
+//! The modules follow the data's path: **read -> map -> check -> write -> report**.
+//!
+//! - [`cli`], [`config`], [`plan`]: what the user asked for, resolved once into a [`plan::Plan`].
+//! - [`input`]: opening files/stdin (gzip, encodings), CSV records with line numbers, header mapping.
+//! - [`record`]: the canonical field catalog and the typed [`record::Customer`]; column transforms.
+//! - [`check`]: per-row rules run in parallel on rayon; problems are [`check::issue::Issue`]s, not errors.
+//! - [`store`]: the database: schema, the upsert decisions ([`store::resolve`]) and writes, run history.
+//! - [`pipeline`]: reader thread -> checker thread -> writer, with bounded channels and Ctrl-C handling.
+//! - [`report`], [`progress`]: the save-customers style report, the progress bar and the summary.
+//! - [`reference`]: desks and status dictionary files for `custload reference load`.
+//! - [`commands`]: one function per subcommand; [`outcome`]: exit codes; [`secret`]: Argon2id.
+
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod outcome;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod record;
+pub mod reference;
+pub mod report;
+pub mod secret;
+pub mod store;
+
+pub use cli::Cli;
+pub use outcome::Outcome;
+
+/// Runs the command described by `cli`. Fatal problems come back as `Err` for `main` to print.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    commands::dispatch(cli)
+}

@@ -1,0 +1,597 @@
+//! The run report in the save-customers response style (SPEC 6), and the human summary.
+//!
+//! Entries are spooled to anonymous temp files as batches finish, so memory does not grow with
+//! the input; `added`/`updated` entries are staged until their transaction commits and dropped
+//! if it rolls back. [`ReportWriter::finish`] assembles the JSON document (atomically, via a
+//! temp file and a rename, when it goes to a file) and is called on failure and interrupt too.
+
+use crate::check::issue::{Code, Issue};
+use crate::check::Checked;
+use crate::store::upsert::{place, RowOutcome, Superseded};
+use anyhow::Context;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// How a run ended, as the report's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Nothing rejected.
+    Ok,
+    /// Some rows rejected, the rest written.
+    Partial,
+    /// A fatal error, an all-or-nothing rollback or a max_rejected stop.
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+impl Status {
+    /// The status as stored in `import_runs`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The counts of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Rows read.
+    pub rows: u64,
+    /// Customers created (committed).
+    pub added: u64,
+    /// Customers changed (committed).
+    pub updated: u64,
+    /// Rows equal to what was stored.
+    pub unchanged: u64,
+    /// Rows with at least one error.
+    pub rejected: u64,
+    /// Accepted rows with at least one warning.
+    pub with_warnings: u64,
+    /// Relations created.
+    pub relations_added: u64,
+    /// Relations changed.
+    pub relations_updated: u64,
+    /// Relations rejected.
+    pub relations_rejected: u64,
+}
+
+/// The `run` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// `import_runs.id`.
+    pub id: i64,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Input names.
+    pub inputs: Vec<String>,
+    /// Database URL, credentials masked.
+    pub database: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC.
+    pub finished_at: String,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+#[derive(Serialize)]
+struct IdEntry<'a> {
+    customer_id: Option<i64>,
+    external_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct DetailEntry<'a> {
+    external_id: &'a str,
+    /// The input, named only when the run has more than one (SPEC 7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a str>,
+    line: u64,
+    errors: Vec<&'a Issue>,
+    warnings: Vec<&'a Issue>,
+}
+
+/// A JSON array under construction in an anonymous temp file.
+struct Spool {
+    file: BufWriter<File>,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> anyhow::Result<Self> {
+        let file = tempfile::tempfile().context("cannot create a temp file for the report")?;
+        Ok(Spool {
+            file: BufWriter::new(file),
+            len: 0,
+        })
+    }
+
+    fn push(&mut self, entry: &impl Serialize) -> anyhow::Result<()> {
+        self.file
+            .write_all(if self.len == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(&mut self.file, entry)?;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Writes the array (`[...]`) to `out`.
+    fn copy_array(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
+        self.file.flush()?;
+        let file = self.file.get_mut();
+        let end = file.stream_position()?;
+        file.seek(SeekFrom::Start(0))?;
+        out.write_all(b"[")?;
+        std::io::copy(&mut Read::by_ref(file).take(end), out)?;
+        file.seek(SeekFrom::Start(end))?;
+        out.write_all(if self.len == 0 { b"]" } else { b"\n  ]" })?;
+        Ok(())
+    }
+
+    /// Moves all entries of `other` to the end of this spool.
+    fn append(&mut self, other: &mut Spool) -> anyhow::Result<()> {
+        other.file.flush()?;
+        let file = other.file.get_mut();
+        let end = file.stream_position()?;
+        file.seek(SeekFrom::Start(0))?;
+        let mut rest = Read::by_ref(file).take(end);
+        if self.len > 0 && other.len > 0 {
+            // The first staged entry starts with "\n    "; a separator comma goes before it.
+            self.file.write_all(b",")?;
+        }
+        std::io::copy(&mut rest, &mut self.file)?;
+        self.len += other.len;
+        other.clear()
+    }
+
+    /// The entries written so far, one JSON text each.
+    fn entries(&mut self) -> anyhow::Result<impl Iterator<Item = std::io::Result<String>> + '_> {
+        self.file.flush()?;
+        let file = self.file.get_mut();
+        file.seek(SeekFrom::Start(0))?;
+        // Entries are written as "\n    {json}" with a "," before all but the first, so each
+        // line after the first empty one holds one entry, possibly ending in ",".
+        let lines = std::io::BufReader::new(Read::by_ref(file)).lines();
+        Ok(lines.filter_map(|line| match line {
+            Ok(l) => {
+                let t = l.trim().trim_end_matches(',');
+                (!t.is_empty()).then(|| Ok(t.to_owned()))
+            }
+            Err(e) => Some(Err(e)),
+        }))
+    }
+
+    fn clear(&mut self) -> anyhow::Result<()> {
+        self.file.flush()?;
+        let file = self.file.get_mut();
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// Where the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportDest {
+    /// Standard output (`--report -`).
+    Stdout,
+    /// A file, written atomically.
+    File(PathBuf),
+}
+
+/// Counts staged with their batch until it commits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Staged {
+    added: u64,
+    updated: u64,
+    unchanged: u64,
+    with_warnings: u64,
+    /// Earlier "unchanged" rows whose customer a later row of the run changed (`last_wins`).
+    retracted_unchanged: u64,
+}
+
+/// Collects a run's report as batches finish.
+pub struct ReportWriter {
+    verify_input: bool,
+    inputs: Vec<String>,
+    added: Spool,
+    updated: Spool,
+    staged_added: Spool,
+    staged_updated: Spool,
+    detail: Spool,
+    summary: Summary,
+    staged: Staged,
+    top_errors: BTreeMap<(Code, String), u64>,
+}
+
+impl ReportWriter {
+    /// A report for a run over `inputs`; `verify_input` reports would-be new customers with a
+    /// null id.
+    pub fn new(verify_input: bool, inputs: Vec<String>) -> anyhow::Result<Self> {
+        Ok(ReportWriter {
+            verify_input,
+            inputs,
+            added: Spool::new()?,
+            updated: Spool::new()?,
+            staged_added: Spool::new()?,
+            staged_updated: Spool::new()?,
+            detail: Spool::new()?,
+            summary: Summary::default(),
+            staged: Staged::default(),
+            top_errors: BTreeMap::new(),
+        })
+    }
+
+    /// The name of an input for detail entries: only when there are several.
+    fn input_name(&self, input: usize) -> Option<&str> {
+        (self.inputs.len() > 1)
+            .then(|| self.inputs.get(input).map(String::as_str))
+            .flatten()
+    }
+
+    /// Records a decided batch: details at once, added/updated staged until commit.
+    pub fn record_batch(
+        &mut self,
+        rows: &[Checked],
+        outcomes: &[RowOutcome],
+    ) -> anyhow::Result<()> {
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            self.summary.rows += 1;
+            match *outcome {
+                RowOutcome::Added(id) => {
+                    let customer_id = (!self.verify_input).then_some(id);
+                    self.staged_added.push(&IdEntry {
+                        customer_id,
+                        external_id: &row.external_id,
+                    })?;
+                    self.staged.added += 1;
+                }
+                RowOutcome::Updated(id) | RowOutcome::UpdatedAfterUnchanged(id) => {
+                    if matches!(outcome, RowOutcome::UpdatedAfterUnchanged(_)) {
+                        self.staged.retracted_unchanged += 1;
+                    }
+                    self.staged_updated.push(&IdEntry {
+                        customer_id: Some(id),
+                        external_id: &row.external_id,
+                    })?;
+                    self.staged.updated += 1;
+                }
+                RowOutcome::Unchanged(_) => self.staged.unchanged += 1,
+                RowOutcome::Merged => {}
+                RowOutcome::Rejected => self.summary.rejected += 1,
+            }
+            if !row.issues.is_empty() {
+                self.record_detail(row, *outcome)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn record_detail(&mut self, row: &Checked, outcome: RowOutcome) -> anyhow::Result<()> {
+        let (errors, warnings): (Vec<&Issue>, Vec<&Issue>) =
+            row.issues.iter().partition(|i| i.is_error());
+        if errors.is_empty() && outcome != RowOutcome::Rejected {
+            self.staged.with_warnings += 1;
+        }
+        for e in &errors {
+            *self
+                .top_errors
+                .entry((e.code, e.field.to_string()))
+                .or_default() += 1;
+        }
+        let input = if self.inputs.len() > 1 {
+            self.inputs.get(row.input).map(String::as_str)
+        } else {
+            None
+        };
+        self.detail.push(&DetailEntry {
+            external_id: &row.external_id,
+            input,
+            line: row.line,
+            errors,
+            warnings,
+        })
+    }
+
+    /// The staged entries were committed.
+    pub fn commit_staged(&mut self) -> anyhow::Result<()> {
+        self.added.append(&mut self.staged_added)?;
+        self.updated.append(&mut self.staged_updated)?;
+        let s = self.staged;
+        self.summary.added += s.added;
+        self.summary.updated += s.updated;
+        self.summary.unchanged =
+            (self.summary.unchanged + s.unchanged).saturating_sub(s.retracted_unchanged);
+        self.summary.with_warnings += s.with_warnings;
+        self.staged = Staged::default();
+        Ok(())
+    }
+
+    /// The staged entries were rolled back.
+    pub fn discard_staged(&mut self) -> anyhow::Result<()> {
+        self.staged_added.clear()?;
+        self.staged_updated.clear()?;
+        self.staged = Staged::default();
+        Ok(())
+    }
+
+    /// Committed counts so far (rows and rejected count every row read).
+    pub fn summary(&self) -> Summary {
+        self.summary
+    }
+
+    /// Rows read and rows rejected so far, staged or not.
+    pub fn rows_and_rejected(&self) -> (u64, u64) {
+        (self.summary.rows, self.summary.rejected)
+    }
+
+    /// Gives each row replaced under `last_wins` its `SUPERSEDED` warning, in input order: the
+    /// detail spool is rewritten once, merging the (few) superseded rows into it.
+    pub fn add_superseded(&mut self, mut rows: Vec<Superseded>) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.sort_by_key(|r| (r.input, r.line));
+        let mut old = std::mem::replace(&mut self.detail, Spool::new()?);
+        let mut pending = rows.into_iter().peekable();
+        for entry in old.entries()? {
+            let mut entry: serde_json::Value = serde_json::from_str(&entry?)?;
+            let key = (
+                self.input_index(&entry),
+                entry["line"].as_u64().unwrap_or(0),
+            );
+            while let Some(row) = pending.next_if(|r| (r.input, r.line) < key) {
+                self.push_superseded(&row, None)?;
+            }
+            match pending.next_if(|r| (r.input, r.line) == key) {
+                Some(row) => self.push_superseded(&row, Some(&mut entry))?,
+                None => self.detail.push(&entry)?,
+            }
+        }
+        for row in pending {
+            self.push_superseded(&row, None)?;
+        }
+        Ok(())
+    }
+
+    fn input_index(&self, entry: &serde_json::Value) -> usize {
+        entry["input"]
+            .as_str()
+            .and_then(|name| self.inputs.iter().position(|i| i == name))
+            .unwrap_or(0)
+    }
+
+    fn push_superseded(
+        &mut self,
+        row: &Superseded,
+        entry: Option<&mut serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let warning = Issue::new(
+            Code::Superseded,
+            "external_id",
+            format!(
+                "replaced by the row of {} with the same external_id (on_duplicate = \"last_wins\")",
+                place(&self.inputs, row.by_input, row.by_line)
+            ),
+        );
+        let warning = serde_json::to_value(&warning)?;
+        match entry {
+            Some(entry) => {
+                let rejected = entry["errors"].as_array().is_some_and(|e| !e.is_empty());
+                let warned = entry["warnings"].as_array().is_some_and(|w| !w.is_empty());
+                if !rejected && !warned {
+                    self.summary.with_warnings += 1;
+                }
+                if let Some(w) = entry["warnings"].as_array_mut() {
+                    w.push(warning);
+                }
+                self.detail.push(entry)
+            }
+            None => {
+                self.summary.with_warnings += 1;
+                let mut fresh = serde_json::json!({"external_id": row.external_id});
+                if let Some(name) = self.input_name(row.input) {
+                    fresh["input"] = name.into();
+                }
+                fresh["line"] = row.line.into();
+                fresh["errors"] = serde_json::json!([]);
+                fresh["warnings"] = serde_json::json!([warning]);
+                self.detail.push(&fresh)
+            }
+        }
+    }
+
+    /// Writes the report document.
+    pub fn finish(
+        &mut self,
+        status: Status,
+        error: Option<&str>,
+        run: &RunInfo,
+        dest: &ReportDest,
+    ) -> anyhow::Result<()> {
+        match dest {
+            ReportDest::Stdout => {
+                let stdout = std::io::stdout();
+                let mut out = BufWriter::new(stdout.lock());
+                self.write_document(&mut out, status, error, run)?;
+                out.flush()?;
+                Ok(())
+            }
+            ReportDest::File(path) => self.write_file(path, status, error, run),
+        }
+    }
+
+    fn write_file(
+        &mut self,
+        path: &Path,
+        status: Status,
+        error: Option<&str>,
+        run: &RunInfo,
+    ) -> anyhow::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
+        let mut out = BufWriter::new(tmp);
+        self.write_document(&mut out, status, error, run)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        tmp.persist(path)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
+        Ok(())
+    }
+
+    fn write_document(
+        &mut self,
+        out: &mut impl Write,
+        status: Status,
+        error: Option<&str>,
+        run: &RunInfo,
+    ) -> anyhow::Result<()> {
+        writeln!(out, "{{")?;
+        writeln!(out, "  \"status\": {},", serde_json::to_string(&status)?)?;
+        if let Some(e) = error {
+            writeln!(out, "  \"error\": {},", serde_json::to_string(e)?)?;
+        }
+        writeln!(out, "  \"verify_input\": {},", self.verify_input)?;
+        write!(out, "  \"added\": ")?;
+        self.added.copy_array(out)?;
+        write!(out, ",\n  \"updated\": ")?;
+        self.updated.copy_array(out)?;
+        write!(out, ",\n  \"detail\": ")?;
+        self.detail.copy_array(out)?;
+        writeln!(
+            out,
+            ",\n  \"summary\": {},",
+            serde_json::to_string(&self.summary)?
+        )?;
+        writeln!(out, "  \"run\": {}", serde_json::to_string(run)?)?;
+        writeln!(out, "}}")?;
+        Ok(())
+    }
+
+    /// A few lines for a person: counts, then the most frequent errors by field.
+    pub fn human_summary(&self, pipeline: &str, status: Status) -> String {
+        let s = &self.summary;
+        let verb = if self.verify_input { "would be " } else { "" };
+        let mut text = format!(
+            "custload: {pipeline}: {status}: {} rows read; {verb}added {}, {verb}updated {}, unchanged {}, rejected {}, with warnings {}",
+            s.rows,
+            s.added,
+            s.updated,
+            s.unchanged,
+            s.rejected,
+            s.with_warnings,
+            status = status.as_str(),
+        );
+        let mut top: Vec<_> = self.top_errors.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for ((code, field), n) in top.into_iter().take(5) {
+            text.push_str(&format!("\n  {n:>8}  {} on {field}", code.as_str()));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Customer;
+
+    fn row(ext: &str, line: u64, issues: Vec<Issue>) -> Checked {
+        Checked {
+            input: 0,
+            line,
+            external_id: ext.into(),
+            customer: Customer::default(),
+            issues,
+        }
+    }
+
+    fn run_info() -> RunInfo {
+        RunInfo {
+            id: 1,
+            pipeline: "p".into(),
+            inputs: vec!["a.csv".into()],
+            database: "sqlite://x.db".into(),
+            started_at: "2026-11-22T02:00:00Z".into(),
+            finished_at: "2026-11-22T02:00:01Z".into(),
+            elapsed_ms: 1000,
+        }
+    }
+
+    fn document(w: &mut ReportWriter, status: Status) -> serde_json::Value {
+        let mut buf = Vec::new();
+        w.write_document(&mut buf, status, None, &run_info())
+            .unwrap();
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    #[test]
+    fn staged_entries_appear_only_after_commit() {
+        let mut w = ReportWriter::new(false, vec!["a.csv".into()]).unwrap();
+        let rows = vec![
+            row("A", 2, vec![]),
+            row("B", 3, vec![Issue::invalid("email", "bad")]),
+            row("C", 4, vec![Issue::new(Code::Normalized, "desk", "upper")]),
+        ];
+        w.record_batch(
+            &rows,
+            &[
+                RowOutcome::Added(1),
+                RowOutcome::Rejected,
+                RowOutcome::Updated(9),
+            ],
+        )
+        .unwrap();
+        w.commit_staged().unwrap();
+        w.record_batch(&rows[..1], &[RowOutcome::Added(5)]).unwrap();
+        w.discard_staged().unwrap();
+        w.record_batch(&rows[2..], &[RowOutcome::Added(6)]).unwrap();
+        w.commit_staged().unwrap();
+        let doc = document(&mut w, Status::Partial);
+        assert_eq!(
+            doc["added"],
+            serde_json::json!([{"customer_id": 1, "external_id": "A"}, {"customer_id": 6, "external_id": "C"}])
+        );
+        assert_eq!(
+            doc["updated"],
+            serde_json::json!([{"customer_id": 9, "external_id": "C"}])
+        );
+        assert_eq!(doc["detail"][0]["errors"][0]["error"], "INVALID_DATA");
+        assert_eq!(doc["detail"][0]["line"], 3);
+        assert_eq!(doc["detail"][1]["warnings"][0]["error"], "NORMALIZED");
+        assert_eq!(doc["summary"]["rows"], 5);
+        assert_eq!(doc["summary"]["added"], 2);
+        assert_eq!(doc["summary"]["rejected"], 1);
+        assert_eq!(doc["summary"]["with_warnings"], 2);
+        assert_eq!(doc["status"], "partial");
+    }
+
+    #[test]
+    fn verify_reports_null_ids_for_new_customers_and_empty_arrays_are_valid() {
+        let mut w = ReportWriter::new(true, vec!["a.csv".into()]).unwrap();
+        let doc = document(&mut w, Status::Ok);
+        assert_eq!(doc["added"], serde_json::json!([]));
+        w.record_batch(&[row("A", 2, vec![])], &[RowOutcome::Added(3)])
+            .unwrap();
+        w.commit_staged().unwrap();
+        let doc = document(&mut w, Status::Ok);
+        assert_eq!(doc["added"][0]["customer_id"], serde_json::Value::Null);
+        assert_eq!(doc["verify_input"], true);
+        assert!(w
+            .human_summary("p", Status::Ok)
+            .contains("would be added 1"));
+    }
+}

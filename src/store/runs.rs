@@ -1,0 +1,152 @@
+//! The `import_runs` table: a row inserted when a run starts, finished with its counts and
+//! status, listed by `custload runs`. A run that crashed keeps the status `running`.
+
+use super::Store;
+use crate::report::Summary;
+use sqlx::Row;
+
+/// What is recorded when a run starts.
+#[derive(Debug, Clone)]
+pub struct RunStart<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Input names.
+    pub inputs: &'a [String],
+    /// Dry run.
+    pub verify_only: bool,
+    /// One transaction for the whole run.
+    pub all_or_nothing: bool,
+    /// Unix seconds.
+    pub started_at: i64,
+}
+
+/// One row of `import_runs`, as listed.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: i64,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// JSON array of input names.
+    pub inputs: String,
+    /// Dry run.
+    pub verify_only: bool,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds, none while running (or after a crash).
+    pub finished_at: Option<i64>,
+    /// running | ok | partial | failed | interrupted
+    pub status: String,
+    /// Counts.
+    pub summary: Summary,
+    /// Why a failed run failed.
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Records the start of a run and returns its id.
+    pub async fn start_run(&mut self, run: &RunStart<'_>) -> anyhow::Result<i64> {
+        let inputs = serde_json::to_string(run.inputs)?;
+        let id: i64 = sqlx::query_scalar(
+            r#"
+            INSERT INTO import_runs (pipeline, inputs, verify_only, all_or_nothing, started_at, status)
+            VALUES (?, ?, ?, ?, ?, 'running')
+            RETURNING id
+            "#,
+        )
+        .bind(run.pipeline)
+        .bind(inputs)
+        .bind(run.verify_only)
+        .bind(run.all_or_nothing)
+        .bind(run.started_at)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(id)
+    }
+
+    /// Records how a run ended.
+    pub async fn finish_run(
+        &mut self,
+        id: i64,
+        status: &str,
+        summary: &Summary,
+        finished_at: i64,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            UPDATE import_runs
+            SET finished_at = ?, status = ?, rows_read = ?, added = ?, updated = ?, unchanged = ?,
+                rejected = ?, with_warnings = ?, relations_added = ?, relations_updated = ?,
+                relations_rejected = ?, error = ?
+            WHERE id = ?
+            "#,
+        )
+        .bind(finished_at)
+        .bind(status)
+        .bind(to_i64(summary.rows))
+        .bind(to_i64(summary.added))
+        .bind(to_i64(summary.updated))
+        .bind(to_i64(summary.unchanged))
+        .bind(to_i64(summary.rejected))
+        .bind(to_i64(summary.with_warnings))
+        .bind(to_i64(summary.relations_added))
+        .bind(to_i64(summary.relations_updated))
+        .bind(to_i64(summary.relations_rejected))
+        .bind(error)
+        .bind(id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// The latest runs, newest first.
+    pub async fn list_runs(&mut self, limit: u32) -> anyhow::Result<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            r#"
+            SELECT id, pipeline, inputs, verify_only, started_at, finished_at, status, rows_read,
+                   added, updated, unchanged, rejected, with_warnings, relations_added,
+                   relations_updated, relations_rejected, error
+            FROM import_runs
+            ORDER BY id DESC
+            LIMIT ?
+            "#,
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+}
+
+fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> anyhow::Result<RunRecord> {
+    let count = |name: &str| -> anyhow::Result<u64> {
+        Ok(u64::try_from(r.try_get::<i64, _>(name)?).unwrap_or(0))
+    };
+    Ok(RunRecord {
+        id: r.try_get("id")?,
+        pipeline: r.try_get("pipeline")?,
+        inputs: r.try_get("inputs")?,
+        verify_only: r.try_get("verify_only")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        status: r.try_get("status")?,
+        summary: Summary {
+            rows: count("rows_read")?,
+            added: count("added")?,
+            updated: count("updated")?,
+            unchanged: count("unchanged")?,
+            rejected: count("rejected")?,
+            with_warnings: count("with_warnings")?,
+            relations_added: count("relations_added")?,
+            relations_updated: count("relations_updated")?,
+            relations_rejected: count("relations_rejected")?,
+        },
+        error: r.try_get("error")?,
+    })
+}
+
+/// Counts fit i64 for any real file; saturate rather than wrap.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

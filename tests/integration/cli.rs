@@ -1,0 +1,249 @@
+//! The command line: subcommands, option placement, and every way a run can refuse to start
+//! (exit 2, one clear line, no panic, nothing written).
+
+use crate::util::{data, TestEnv};
+
+fn assert_one_clear_line(stderr: &str) {
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("custload: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_pipeline_lists_the_known_ones() {
+    let env = TestEnv::with_config("[pipelines.customers]\n[pipelines.other]\n");
+    let run = env.run(&["run", "nope", &data("customers_v1.csv")]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(
+        run.stderr.contains("no pipeline `nope`") && run.stderr.contains("customers, other"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+#[test]
+fn bad_config_names_the_pipeline_and_key() {
+    let env = TestEnv::with_config("[pipelines.customers]\nempty = \"kep\"\n");
+    let run = env.run(&["run", "customers", &data("customers_v1.csv")]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(
+        run.stderr.contains("pipelines.customers.empty") && run.stderr.contains("line 2"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.db().exists());
+
+    let env = TestEnv::with_config("[pipelines.customers.columns]\n\"Nr\" = \"customer_number\"\n");
+    let run = env.run(&["run", "customers", &data("customers_v1.csv")]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(
+        run.stderr.contains("`pipelines.customers.columns.Nr`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn missing_input_or_config_is_a_clear_error() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let run = env.run(&["run", "customers", "does-not-exist.csv"]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(
+        run.stderr.contains("cannot open input does-not-exist.csv"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.db().exists());
+
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--config",
+        "nowhere.toml",
+    ]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(
+        run.stderr.contains("cannot read config nowhere.toml"),
+        "{}",
+        run.stderr
+    );
+
+    let run = env.run(&["run", "customers"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no input"), "{}", run.stderr);
+}
+
+#[test]
+fn header_without_external_id_stops_before_writing() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let file = env.write("h.csv", "id,email\n1,a@example.com\n");
+    let run = env.run(&["run", "customers", &file]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(
+        run.stderr.contains("no column maps to external_id"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.db().exists());
+
+    let empty = env.write("empty.csv", "");
+    let run = env.run(&["run", "customers", &empty]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("empty"), "{}", run.stderr);
+
+    let env = TestEnv::with_config("[pipelines.customers]\nunknown_columns = \"error\"\n");
+    let run = env.run(&["run", "customers", &data("checks.csv")]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("columns not mapped to any field: Fax"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn unsupported_database_and_unwritable_report_fail_early() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--database",
+        "mysql://u:hunter2@h/db",
+    ]);
+    assert_eq!(run.code, 2);
+    assert_one_clear_line(&run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--report",
+        "no/such/dir/r.json",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("cannot write report"), "{}", run.stderr);
+    assert!(!env.db().exists());
+}
+
+#[test]
+fn options_may_come_before_or_after_the_subcommand() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let run = env.run(&[
+        "--report",
+        "a.json",
+        "--quiet",
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(env.report("a.json")["summary"]["added"], 5);
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--database",
+        "sqlite://other.db",
+        "--report",
+        "b.json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(env.path("other.db").exists());
+}
+
+#[test]
+fn database_url_from_environment_and_default_report_name() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let out = env
+        .cmd()
+        .args(["run", "customers", &data("customers_v1.csv")])
+        .env("CUSTLOAD_DATABASE_URL", "sqlite://env.db")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(env.path("env.db").exists() && !env.db().exists());
+    assert_eq!(env.report("customers-1.report.json")["run"]["id"], 1);
+}
+
+#[test]
+fn report_to_stdout_is_json() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--report",
+        "-",
+    ]);
+    assert_eq!(run.code, 0);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["summary"]["added"], 5);
+    assert!(
+        run.stderr.contains("added 5"),
+        "the human summary goes to stderr: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn migrate_runs_and_pipelines_subcommands() {
+    let env = TestEnv::with_shipped_config();
+    let run = env.run(&["migrate"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("schema version 1"), "{}", run.stdout);
+    let run = env.run(&["pipelines"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("legacy_crm") && run.stdout.contains("no problems"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        env.run(&["run", "legacy_crm", "--report", "r.json"]).code,
+        1
+    );
+    let run = env.run(&["runs", "--limit", "5"]);
+    assert_eq!(run.code, 0);
+    let line = run.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.contains("legacy_crm") && line.contains("partial") && line.contains("306"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn pipelines_reports_every_problem() {
+    let env = TestEnv::with_config(
+        "[pipelines.a]\nencoding = \"nope\"\n[pipelines.b]\ndelimiter = \"::\"\n",
+    );
+    let run = env.run(&["pipelines"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("pipelines.a.encoding") && run.stderr.contains("pipelines.b.delimiter"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let env = TestEnv::with_config("");
+    for sub in ["run", "migrate", "runs", "pipelines"] {
+        let run = env.run(&[sub, "--help"]);
+        assert_eq!(run.code, 0, "{sub}");
+        assert!(run.stdout.contains("Usage"), "{sub}: {}", run.stdout);
+    }
+}

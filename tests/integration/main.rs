@@ -1,0 +1,14 @@
+//! End-to-end tests: the real `custload` binary on files from `samples/` and `tests/data/`.
+//!
+//! Modules:
+//! - `util`: TestEnv (temp dir, config, run the binary, read the report and the database).
+//! - `cli`: usage and config errors, exit codes, subcommands.
+//! - `import`: first load, re-run, changed file, verify-only, all-or-nothing, duplicates.
+//! - `checks`: each error code and warning with its field and line.
+//! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
+
+mod checks;
+mod cli;
+mod import;
+mod inputs;
+mod util;
