@@ -43,6 +43,10 @@ pub struct Options {
     /// Report path; `-` for stdout. Default: <pipeline>-<run id>.report.json.
     #[arg(long, global = true, value_name = "PATH")]
     pub report: Option<String>,
+    /// Write each rejected input row, as it came in plus an `errors` column, to PATH (CSV for
+    /// CSV inputs, the input's own format for JSON and NDJSON), ready to fix and feed back.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub rejects: Option<String>,
     /// Dry run: every check, including those against the database; nothing is written.
     #[arg(long, global = true)]
     pub verify_only: bool,

@@ -5,12 +5,14 @@
 //! The modules follow the data's path: **read -> map -> check -> write -> report**.
 //!
 //! - [`cli`], [`config`], [`plan`]: what the user asked for, resolved once into a [`plan::Plan`].
-//! - [`input`]: opening files/stdin (gzip, encodings), CSV records with line numbers, header mapping.
+//! - [`input`]: opening files/stdin (gzip, encodings); CSV, NDJSON and JSON-body readers; header
+//!   and key mapping.
 //! - [`record`]: the canonical field catalog and the typed [`record::Customer`]; column transforms.
 //! - [`check`]: per-row rules run in parallel on rayon; problems are [`check::issue::Issue`]s, not errors.
 //! - [`store`]: the database: schema, the upsert decisions ([`store::resolve`]) and writes, run history.
 //! - [`pipeline`]: reader thread -> checker thread -> writer, with bounded channels and Ctrl-C handling.
-//! - [`report`], [`progress`]: the save-customers style report, the progress bar and the summary.
+//! - [`report`], [`progress`]: the save-customers style report, the progress bar and the summary;
+//!   [`rejects`]: the rejected input rows, ready to fix and feed back.
 //! - [`reference`]: desks and status dictionary files for `custload reference load`.
 //! - [`commands`]: one function per subcommand; [`outcome`]: exit codes; [`secret`]: Argon2id.
 
@@ -26,6 +28,7 @@ pub mod plan;
 pub mod progress;
 pub mod record;
 pub mod reference;
+pub mod rejects;
 pub mod report;
 pub mod secret;
 pub mod store;

@@ -6,16 +6,18 @@
 //! database work on tokio; they meet only at the channel. Ctrl-C or SIGTERM rolls back the batch
 //! in flight; a second one exits at once (the database's journal keeps it consistent).
 
+use crate::check::relation::{check_relation, CheckedRelation};
 use crate::check::{check_batch, Checked};
-use crate::input::csv::{CsvSource, RawRecord};
-use crate::input::header::HeaderMap;
+use crate::input::sources::{Layout, Source, Sources};
+use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::dates::{self, Decisions};
+use crate::rejects::RejectsWriter;
 use crate::report::ReportWriter;
 use crate::store::upsert::{RunState, WriteOptions};
 use crate::store::Store;
-use anyhow::Context;
+use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -37,28 +39,31 @@ pub enum Ending {
     Fatal(anyhow::Error),
 }
 
+/// A checked batch: customer rows, or relations of a save-customers body.
+enum CheckedBatch {
+    Customers(Vec<Checked>),
+    Relations(Vec<CheckedRelation>),
+}
+
 /// A batch of checked rows; `None` marks the end of the input, so that a channel closed without
 /// it means a stage died.
-type CheckedMessage = anyhow::Result<Option<Vec<Checked>>>;
+type CheckedMessage = anyhow::Result<Option<CheckedBatch>>;
 
 /// Raw records for the checker; `None` marks the end of the input.
 type RawMessage = anyhow::Result<Option<RawBatch>>;
 
 struct RawBatch {
     input: usize,
+    kind: BatchKind,
     records: Vec<RawRecord>,
 }
 
-/// The opened inputs of a run, headers already mapped.
-pub struct Sources {
-    /// Readers positioned after their headers.
-    pub readers: Vec<CsvSource>,
-    /// One column plan per reader.
-    pub headers: Vec<HeaderMap>,
-    /// Bytes read so far, across inputs.
-    pub bytes_read: Arc<AtomicU64>,
-    /// Total size, when every input's size is known.
-    pub total_bytes: Option<u64>,
+/// What the writer loop works with besides the database and the report.
+pub struct Outputs<'a> {
+    /// The report.
+    pub report: &'a mut ReportWriter,
+    /// The rejects file, with `--rejects`.
+    pub rejects: Option<&'a mut RejectsWriter>,
 }
 
 /// Runs the pipeline to its end and says how it ended.
@@ -66,9 +71,10 @@ pub async fn execute(
     plan: &Plan,
     sources: Sources,
     store: &mut Store,
-    report: &mut ReportWriter,
+    out: Outputs<'_>,
     progress: &Progress,
 ) -> Ending {
+    let Outputs { report, rejects } = out;
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(plan.threads)
         .build()
@@ -84,10 +90,13 @@ pub async fn execute(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let bytes_read = Arc::clone(&sources.bytes_read);
+    let input_names = InputNames {
+        names: plan.input_names(),
+        by_record: sources.layouts.iter().map(Layout::counts_records).collect(),
+    };
     let raw_rx = spawn_reader(sources.readers, plan.batch_size, Arc::clone(&stop));
-    let mut checked_rx = spawn_checker(raw_rx, Arc::new(sources.headers), plan, Arc::clone(&pool));
+    let mut checked_rx = spawn_checker(raw_rx, Arc::new(sources.layouts), plan, Arc::clone(&pool));
     let mut interrupt = watch_interrupts();
-    let input_names = plan.input_names();
     let opts = WriteOptions {
         empty: plan.settings.empty,
         on_duplicate: plan.settings.on_duplicate,
@@ -105,7 +114,10 @@ pub async fn execute(
         &mut checked_rx,
         &mut interrupt,
         store,
-        report,
+        Outputs {
+            report: &mut *report,
+            rejects,
+        },
         progress,
         &opts,
         &bytes_read,
@@ -132,11 +144,15 @@ async fn write_all(
     rx: &mut mpsc::Receiver<CheckedMessage>,
     interrupt: &mut watch::Receiver<bool>,
     store: &mut Store,
-    report: &mut ReportWriter,
+    out: Outputs<'_>,
     progress: &Progress,
     opts: &WriteOptions<'_>,
     bytes_read: &AtomicU64,
 ) -> Ending {
+    let Outputs {
+        report,
+        mut rejects,
+    } = out;
     // The database commits per batch unless the run is one transaction; the report commits per
     // batch also in a plain dry run, so that a stop drops only what the real run would drop.
     let whole_run = plan.verify_only || plan.all_or_nothing;
@@ -152,7 +168,7 @@ async fn write_all(
             () = interrupted(interrupt) => return Ending::Interrupted,
             m = rx.recv() => m,
         };
-        let mut rows = match message {
+        let mut batch = match message {
             Some(Ok(Some(rows))) => rows,
             Some(Ok(None)) => break,
             Some(Err(e)) => return Ending::Fatal(e),
@@ -165,7 +181,7 @@ async fn write_all(
         let step = tokio::select! {
             biased;
             () = interrupted(interrupt) => return Ending::Interrupted,
-            r = write_one(store, &mut rows, opts, state, report, whole_run) => r,
+            r = write_one(store, &mut batch, opts, state, report, rejects.as_deref_mut(), whole_run) => r,
         };
         if let Err(e) = step {
             return Ending::Fatal(e);
@@ -200,17 +216,32 @@ async fn write_all(
 
 async fn write_one(
     store: &mut Store,
-    rows: &mut [Checked],
+    batch: &mut CheckedBatch,
     opts: &WriteOptions<'_>,
     state: &mut RunState,
     report: &mut ReportWriter,
+    rejects: Option<&mut RejectsWriter>,
     whole_run: bool,
 ) -> anyhow::Result<()> {
     if !whole_run {
         store.begin().await?;
     }
-    let outcomes = store.write_batch(rows, opts, state).await?;
-    report.record_batch(rows, &outcomes)
+    match batch {
+        CheckedBatch::Customers(rows) => {
+            let outcomes = store.write_batch(rows, opts, state).await?;
+            if let Some(rejects) = rejects {
+                rejects.record_rows(rows, &outcomes)?;
+            }
+            report.record_batch(rows, &outcomes)
+        }
+        CheckedBatch::Relations(relations) => {
+            let outcomes = store.write_relations(relations, opts.now).await?;
+            if let Some(rejects) = rejects {
+                rejects.record_relations(relations, &outcomes)?;
+            }
+            report.record_relations(relations, &outcomes)
+        }
+    }
 }
 
 /// Rolls back what is not committed: the last batch, or the whole run in one-transaction mode.
@@ -228,7 +259,7 @@ async fn finish_whole_run(
     if !whole_run {
         return Ending::Completed;
     }
-    let rejected = report.rows_and_rejected().1;
+    let rejected = report.rows_and_rejected().1 + report.summary().relations_rejected;
     let result = if plan.all_or_nothing && rejected > 0 {
         // Dry or not, an all-or-nothing run with a rejected row ends rolled back.
         store.rollback().await.and_then(|()| report.discard_staged()).map(|()| {
@@ -254,31 +285,30 @@ async fn finish_whole_run(
 }
 
 fn spawn_reader(
-    readers: Vec<CsvSource>,
+    readers: Vec<Source>,
     batch_size: usize,
     stop: Arc<AtomicBool>,
 ) -> Receiver<RawMessage> {
     let (tx, rx) = sync_channel(IN_FLIGHT);
     std::thread::spawn(move || {
         for (input, mut source) in readers.into_iter().enumerate() {
-            loop {
-                if stop.load(Ordering::Relaxed) {
+            let mut emit = |kind, records| {
+                !stop.load(Ordering::Relaxed)
+                    && tx
+                        .send(Ok(Some(RawBatch {
+                            input,
+                            kind,
+                            records,
+                        })))
+                        .is_ok()
+            };
+            match source.read_into(batch_size, &mut emit) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    // The receiver may be gone already; then nobody needs the error.
+                    tx.send(Err(e)).ok();
                     return;
-                }
-                let mut records = Vec::with_capacity(batch_size.min(1 << 16));
-                let more = match source.read_batch(&mut records, batch_size) {
-                    Ok(more) => more,
-                    Err(e) => {
-                        // The receiver may be gone already; then nobody needs the error.
-                        tx.send(Err(e)).ok();
-                        return;
-                    }
-                };
-                if !records.is_empty() && tx.send(Ok(Some(RawBatch { input, records }))).is_err() {
-                    return;
-                }
-                if !more {
-                    break;
                 }
             }
         }
@@ -289,7 +319,7 @@ fn spawn_reader(
 
 fn spawn_checker(
     raw: Receiver<RawMessage>,
-    headers: Arc<Vec<HeaderMap>>,
+    layouts: Arc<Vec<Layout>>,
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
 ) -> mpsc::Receiver<CheckedMessage> {
@@ -297,7 +327,7 @@ fn spawn_checker(
     let check = plan.check.clone();
     std::thread::spawn(move || {
         let mut checker = Checker {
-            headers,
+            layouts,
             check,
             pool,
             tx,
@@ -322,7 +352,7 @@ fn spawn_checker(
 /// The checker thread's state: `date_format = "auto"` decisions per input, and the batches held
 /// back while a column's order is still unknown.
 struct Checker {
-    headers: Arc<Vec<HeaderMap>>,
+    layouts: Arc<Vec<Layout>>,
     check: crate::check::CheckPlan,
     pool: Arc<rayon::ThreadPool>,
     tx: mpsc::Sender<CheckedMessage>,
@@ -342,7 +372,11 @@ impl Checker {
         if self.decisions.len() <= input {
             self.decisions.resize_with(input + 1, Decisions::new);
         }
-        let header = &self.headers[input];
+        // JSON keys vary per record: their auto dates are read value by value, never held.
+        let Layout::Columns(header) = &self.layouts[input] else {
+            self.held.push(batch);
+            return self.flush();
+        };
         dates::scan(&batch.records, header, &mut self.decisions[input]);
         self.held_rows += batch.records.len();
         self.held.push(batch);
@@ -358,21 +392,27 @@ impl Checker {
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
         for batch in std::mem::take(&mut self.held) {
-            let mut out = Vec::with_capacity(batch.records.len());
-            let header = &self.headers[batch.input];
+            let layout = &self.layouts[batch.input];
             let decisions = &self.decisions[batch.input];
             let check = &self.check;
-            self.pool.install(|| {
-                check_batch(
-                    batch.input,
-                    &batch.records,
-                    header,
-                    check,
-                    decisions,
-                    &mut out,
-                )
-            });
-            if self.tx.blocking_send(Ok(Some(out))).is_err() {
+            let input = batch.input;
+            let checked = match batch.kind {
+                BatchKind::Customers => {
+                    let mut out = Vec::with_capacity(batch.records.len());
+                    self.pool.install(|| {
+                        check_batch(input, &batch.records, layout, check, decisions, &mut out)
+                    });
+                    CheckedBatch::Customers(out)
+                }
+                BatchKind::Relations => CheckedBatch::Relations(self.pool.install(|| {
+                    batch
+                        .records
+                        .par_iter()
+                        .map(|rec| check_relation(input, rec, check))
+                        .collect()
+                })),
+            };
+            if self.tx.blocking_send(Ok(Some(checked))).is_err() {
                 return false;
             }
         }
@@ -420,32 +460,4 @@ async fn interrupted(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|v| *v).await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// Opens every input and maps its header; any problem stops the run before anything is written.
-pub fn open_sources(plan: &Plan) -> anyhow::Result<Sources> {
-    let bytes_read = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::with_capacity(plan.inputs.len());
-    let mut headers = Vec::with_capacity(plan.inputs.len());
-    let mut total = Some(0u64);
-    for spec in &plan.inputs {
-        let opened =
-            crate::input::open(&spec.name, plan.settings.encoding, Arc::clone(&bytes_read))?;
-        total = total.zip(opened.size).map(|(a, b)| a + b);
-        let source = CsvSource::from_input(opened, spec.dialect)?.ok_or_else(|| {
-            crate::error::HeaderError::Empty {
-                input: spec.name.clone(),
-            }
-        })?;
-        let header = HeaderMap::from_header(&source.header, &source.name, &plan.settings)
-            .with_context(|| format!("pipeline {}", plan.settings.name))?;
-        readers.push(source);
-        headers.push(header);
-    }
-    Ok(Sources {
-        readers,
-        headers,
-        bytes_read,
-        total_bytes: total,
-    })
 }

@@ -46,6 +46,10 @@ pub struct Plan {
     pub all_or_nothing: bool,
     /// `--report` as given (`None` = the default name, known once the run has an id).
     pub report: Option<String>,
+    /// `--rejects`: where rejected input rows go.
+    pub rejects: Option<String>,
+    /// A save-customers body asked for no risk scan; recorded on the run.
+    pub disable_risk_scan: bool,
     /// No progress bar.
     pub quiet: bool,
     /// What the checker threads need.
@@ -91,7 +95,10 @@ impl Plan {
         let inputs = names
             .iter()
             .map(|name| input_spec(name, options.format, &settings))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Vec<_>>();
+        if options.rejects.is_some() {
+            crate::rejects::RejectsFormat::for_inputs(&inputs)?;
+        }
         let threads = options
             .threads
             .map(usize::from)
@@ -109,6 +116,8 @@ impl Plan {
             verify_only: options.verify_only,
             all_or_nothing: options.all_or_nothing,
             report: options.report.clone(),
+            rejects: options.rejects.clone(),
+            disable_risk_scan: false,
             quiet: options.quiet,
             check: CheckPlan {
                 unknown_columns: settings.unknown_columns,
@@ -117,6 +126,7 @@ impl Plan {
                     redact_values: settings.redact_values,
                     now: chrono::Utc::now().timestamp(),
                 },
+                keep_raw: options.rejects.is_some(),
             },
             inputs,
             settings,
@@ -139,11 +149,7 @@ pub fn database_url(cli: Option<&str>, configured: Option<&str>) -> String {
 
 /// Settles one input's format: `--format`, then the pipeline's `format`, then the file name,
 /// then CSV.
-fn input_spec(
-    name: &str,
-    cli_format: Option<Format>,
-    settings: &PipelineSettings,
-) -> anyhow::Result<InputSpec> {
+fn input_spec(name: &str, cli_format: Option<Format>, settings: &PipelineSettings) -> InputSpec {
     let by_name = Path::new(base_name(name))
         .extension()
         .and_then(|e| e.to_str())
@@ -151,25 +157,22 @@ fn input_spec(
     let format = match (cli_format.or(settings.format), by_name.as_deref()) {
         (Some(f), _) => f,
         (None, Some("tsv" | "tab")) => Format::Tsv,
-        (None, Some(ext @ ("json" | "ndjson" | "jsonl"))) => {
-            anyhow::bail!(
-                "{name}: .{ext} input is not supported by this version; convert it to CSV"
-            )
-        }
+        (None, Some("json")) => Format::Json,
+        (None, Some("ndjson" | "jsonl")) => Format::Ndjson,
         _ => Format::Csv,
     };
     let delimiter = settings.delimiter.unwrap_or(match format {
         Format::Tsv => b'\t',
-        Format::Csv => b',',
+        Format::Csv | Format::Json | Format::Ndjson => b',',
     });
-    Ok(InputSpec {
+    InputSpec {
         name: name.to_owned(),
         format,
         dialect: Dialect {
             delimiter,
             quote: settings.quote,
         },
-    })
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! temp file and a rename, when it goes to a file) and is called on failure and interrupt too.
 
 use crate::check::issue::{Code, Issue};
+use crate::check::relation::CheckedRelation;
 use crate::check::Checked;
-use crate::store::upsert::{place, RowOutcome, Superseded};
+use crate::input::InputNames;
+use crate::store::relations::RelationOutcome;
+use crate::store::upsert::{RowOutcome, Superseded};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -92,12 +95,42 @@ struct IdEntry<'a> {
 #[derive(Serialize)]
 struct DetailEntry<'a> {
     external_id: &'a str,
+    /// `"relation"` for a relation of a save-customers body; absent for customers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     /// The input, named only when the run has more than one (SPEC 7).
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<&'a str>,
-    line: u64,
+    /// CSV and NDJSON: the line the record starts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
+    /// JSON body: the 1-based index in `customers` (or `relations`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<u64>,
     errors: Vec<&'a Issue>,
     warnings: Vec<&'a Issue>,
+}
+
+impl<'a> DetailEntry<'a> {
+    fn new(
+        inputs: &'a InputNames,
+        input: usize,
+        position: u64,
+        external_id: &'a str,
+        issues: &'a [Issue],
+    ) -> Self {
+        let (errors, warnings) = issues.iter().partition(|i| i.is_error());
+        let by_record = inputs.position_key(input) == "record";
+        DetailEntry {
+            external_id,
+            kind: None,
+            input: inputs.detail_name(input),
+            line: (!by_record).then_some(position),
+            record: by_record.then_some(position),
+            errors,
+            warnings,
+        }
+    }
 }
 
 /// A JSON array under construction in an anonymous temp file.
@@ -197,12 +230,14 @@ struct Staged {
     with_warnings: u64,
     /// Earlier "unchanged" rows whose customer a later row of the run changed (`last_wins`).
     retracted_unchanged: u64,
+    relations_added: u64,
+    relations_updated: u64,
 }
 
 /// Collects a run's report as batches finish.
 pub struct ReportWriter {
     verify_input: bool,
-    inputs: Vec<String>,
+    inputs: InputNames,
     added: Spool,
     updated: Spool,
     staged_added: Spool,
@@ -216,7 +251,7 @@ pub struct ReportWriter {
 impl ReportWriter {
     /// A report for a run over `inputs`; `verify_input` reports would-be new customers with a
     /// null id.
-    pub fn new(verify_input: bool, inputs: Vec<String>) -> anyhow::Result<Self> {
+    pub fn new(verify_input: bool, inputs: InputNames) -> anyhow::Result<Self> {
         Ok(ReportWriter {
             verify_input,
             inputs,
@@ -229,13 +264,6 @@ impl ReportWriter {
             staged: Staged::default(),
             top_errors: BTreeMap::new(),
         })
-    }
-
-    /// The name of an input for detail entries: only when there are several.
-    fn input_name(&self, input: usize) -> Option<&str> {
-        (self.inputs.len() > 1)
-            .then(|| self.inputs.get(input).map(String::as_str))
-            .flatten()
     }
 
     /// Records a decided batch: details at once, added/updated staged until commit.
@@ -277,29 +305,63 @@ impl ReportWriter {
     }
 
     fn record_detail(&mut self, row: &Checked, outcome: RowOutcome) -> anyhow::Result<()> {
-        let (errors, warnings): (Vec<&Issue>, Vec<&Issue>) =
-            row.issues.iter().partition(|i| i.is_error());
-        if errors.is_empty() && outcome != RowOutcome::Rejected {
+        let entry = DetailEntry::new(
+            &self.inputs,
+            row.input,
+            row.line,
+            &row.external_id,
+            &row.issues,
+        );
+        if entry.errors.is_empty() && outcome != RowOutcome::Rejected {
             self.staged.with_warnings += 1;
         }
-        for e in &errors {
+        for e in &entry.errors {
             *self
                 .top_errors
                 .entry((e.code, e.field.to_string()))
                 .or_default() += 1;
         }
-        let input = if self.inputs.len() > 1 {
-            self.inputs.get(row.input).map(String::as_str)
-        } else {
-            None
-        };
-        self.detail.push(&DetailEntry {
-            external_id: &row.external_id,
-            input,
-            line: row.line,
-            errors,
-            warnings,
-        })
+        self.detail.push(&entry)
+    }
+
+    /// Records a written batch of relations: rejected ones and warnings go to `detail`.
+    pub fn record_relations(
+        &mut self,
+        relations: &[CheckedRelation],
+        outcomes: &[RelationOutcome],
+    ) -> anyhow::Result<()> {
+        for (rel, outcome) in relations.iter().zip(outcomes) {
+            match outcome {
+                RelationOutcome::Added => self.staged.relations_added += 1,
+                RelationOutcome::Updated => self.staged.relations_updated += 1,
+                RelationOutcome::Unchanged => {}
+                RelationOutcome::Rejected => self.summary.relations_rejected += 1,
+            }
+            if rel.issues.is_empty() {
+                continue;
+            }
+            let mut entry = DetailEntry::new(
+                &self.inputs,
+                rel.input,
+                rel.record,
+                &rel.relation_id,
+                &rel.issues,
+            );
+            entry.kind = Some("relation");
+            for e in &entry.errors {
+                *self
+                    .top_errors
+                    .entry((e.code, e.field.to_string()))
+                    .or_default() += 1;
+            }
+            self.detail.push(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Whether anything (a customer row or a relation) was rejected: status `partial`, exit 1.
+    pub fn any_rejected(&self) -> bool {
+        self.summary.rejected + self.summary.relations_rejected > 0
     }
 
     /// The staged entries were committed.
@@ -312,6 +374,8 @@ impl ReportWriter {
         self.summary.unchanged =
             (self.summary.unchanged + s.unchanged).saturating_sub(s.retracted_unchanged);
         self.summary.with_warnings += s.with_warnings;
+        self.summary.relations_added += s.relations_added;
+        self.summary.relations_updated += s.relations_updated;
         self.staged = Staged::default();
         Ok(())
     }
@@ -345,10 +409,16 @@ impl ReportWriter {
         let mut pending = rows.into_iter().peekable();
         for entry in old.entries()? {
             let mut entry: serde_json::Value = serde_json::from_str(&entry?)?;
-            let key = (
-                self.input_index(&entry),
-                entry["line"].as_u64().unwrap_or(0),
-            );
+            // Relations follow every customer of their input.
+            let position = if entry["kind"] == "relation" {
+                u64::MAX
+            } else {
+                entry["line"]
+                    .as_u64()
+                    .or_else(|| entry["record"].as_u64())
+                    .unwrap_or(0)
+            };
+            let key = (self.input_index(&entry), position);
             while let Some(row) = pending.next_if(|r| (r.input, r.line) < key) {
                 self.push_superseded(&row, None)?;
             }
@@ -366,7 +436,7 @@ impl ReportWriter {
     fn input_index(&self, entry: &serde_json::Value) -> usize {
         entry["input"]
             .as_str()
-            .and_then(|name| self.inputs.iter().position(|i| i == name))
+            .and_then(|name| self.inputs.names.iter().position(|i| i == name))
             .unwrap_or(0)
     }
 
@@ -380,7 +450,7 @@ impl ReportWriter {
             "external_id",
             format!(
                 "replaced by the row of {} with the same external_id (on_duplicate = \"last_wins\")",
-                place(&self.inputs, row.by_input, row.by_line)
+                self.inputs.place(row.by_input, row.by_line)
             ),
         );
         let warning = serde_json::to_value(&warning)?;
@@ -399,10 +469,10 @@ impl ReportWriter {
             None => {
                 self.summary.with_warnings += 1;
                 let mut fresh = serde_json::json!({"external_id": row.external_id});
-                if let Some(name) = self.input_name(row.input) {
+                if let Some(name) = self.inputs.detail_name(row.input) {
                     fresh["input"] = name.into();
                 }
-                fresh["line"] = row.line.into();
+                fresh[self.inputs.position_key(row.input)] = row.line.into();
                 fresh["errors"] = serde_json::json!([]);
                 fresh["warnings"] = serde_json::json!([warning]);
                 self.detail.push(&fresh)
@@ -495,6 +565,12 @@ impl ReportWriter {
             s.with_warnings,
             status = status.as_str(),
         );
+        if s.relations_added + s.relations_updated + s.relations_rejected > 0 {
+            text.push_str(&format!(
+                "; relations: {verb}added {}, {verb}updated {}, rejected {}",
+                s.relations_added, s.relations_updated, s.relations_rejected
+            ));
+        }
         let mut top: Vec<_> = self.top_errors.iter().collect();
         top.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
         for ((code, field), n) in top.into_iter().take(5) {
@@ -509,6 +585,13 @@ mod tests {
     use super::*;
     use crate::record::Customer;
 
+    fn one_input() -> InputNames {
+        InputNames {
+            names: vec!["a.csv".into()],
+            by_record: vec![false],
+        }
+    }
+
     fn row(ext: &str, line: u64, issues: Vec<Issue>) -> Checked {
         Checked {
             input: 0,
@@ -516,6 +599,7 @@ mod tests {
             external_id: ext.into(),
             customer: Customer::default(),
             issues,
+            raw: None,
         }
     }
 
@@ -540,7 +624,7 @@ mod tests {
 
     #[test]
     fn staged_entries_appear_only_after_commit() {
-        let mut w = ReportWriter::new(false, vec!["a.csv".into()]).unwrap();
+        let mut w = ReportWriter::new(false, one_input()).unwrap();
         let rows = vec![
             row("A", 2, vec![]),
             row("B", 3, vec![Issue::invalid("email", "bad")]),
@@ -581,7 +665,7 @@ mod tests {
 
     #[test]
     fn verify_reports_null_ids_for_new_customers_and_empty_arrays_are_valid() {
-        let mut w = ReportWriter::new(true, vec!["a.csv".into()]).unwrap();
+        let mut w = ReportWriter::new(true, one_input()).unwrap();
         let doc = document(&mut w, Status::Ok);
         assert_eq!(doc["added"], serde_json::json!([]));
         w.record_batch(&[row("A", 2, vec![])], &[RowOutcome::Added(3)])

@@ -20,6 +20,8 @@ pub enum Code {
     RetDuplicateRecord,
     /// The database refused to store this row.
     RetError,
+    /// A relation's parent or child customer does not exist.
+    RetNotFound,
     /// Warning: a value was rewritten (case, surrounding spaces, format).
     Normalized,
     /// Warning: the value is accepted but unlikely (age over 120).
@@ -34,12 +36,13 @@ pub enum Code {
 
 impl Code {
     /// Every code, errors first.
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 11] = [
         Code::InvalidData,
         Code::InvalidDesk,
         Code::InvalidStatus,
         Code::RetDuplicateRecord,
         Code::RetError,
+        Code::RetNotFound,
         Code::Normalized,
         Code::Suspicious,
         Code::UnknownColumn,
@@ -56,6 +59,7 @@ impl Code {
                 | Code::InvalidStatus
                 | Code::RetDuplicateRecord
                 | Code::RetError
+                | Code::RetNotFound
         )
     }
 
@@ -67,6 +71,7 @@ impl Code {
             Code::InvalidStatus => "INVALID_STATUS",
             Code::RetDuplicateRecord => "RET_DUPLICATE_RECORD",
             Code::RetError => "RET_ERROR",
+            Code::RetNotFound => "RET_NOT_FOUND",
             Code::Normalized => "NORMALIZED",
             Code::Suspicious => "SUSPICIOUS",
             Code::UnknownColumn => "UNKNOWN_COLUMN",

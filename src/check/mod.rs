@@ -6,13 +6,17 @@
 
 pub mod issue;
 pub mod refdata;
+pub mod relation;
 pub mod rules;
 
+use crate::config::validate::ColumnRule;
 use crate::config::UnknownColumns;
-use crate::input::csv::RawRecord;
-use crate::input::header::{ColumnUse, HeaderMap};
+use crate::input::header::{ColumnUse, HeaderMap, KeyMap, ERRORS_COLUMN};
+use crate::input::sources::Layout;
+use crate::input::{RawBody, RawRecord};
 use crate::record::dates::{self, Decisions, Reading};
 use crate::record::fields::{ids::IDS, FieldId, FIELDS};
+use crate::record::fields::{FieldDef, Kind};
 use crate::record::{transform, Customer, Slot, Value};
 use issue::{Code, Issue};
 use rayon::prelude::*;
@@ -30,6 +34,8 @@ pub struct CheckPlan {
     pub set: Vec<(FieldId, Slot)>,
     /// Rule options.
     pub ctx: RuleContext,
+    /// Keep each row's raw record on [`Checked::raw`] (for the rejects file).
+    pub keep_raw: bool,
 }
 
 /// One row after the check stage.
@@ -45,6 +51,8 @@ pub struct Checked {
     pub customer: Customer,
     /// Errors and warnings so far.
     pub issues: Vec<Issue>,
+    /// The record as read, when the run writes a rejects file.
+    pub raw: Option<RawBody>,
 }
 
 impl Checked {
@@ -58,7 +66,7 @@ impl Checked {
 pub fn check_batch(
     input: usize,
     records: &[RawRecord],
-    header: &HeaderMap,
+    layout: &Layout,
     plan: &CheckPlan,
     dates: &Decisions,
     out: &mut Vec<Checked>,
@@ -66,7 +74,7 @@ pub fn check_batch(
     records
         .par_iter()
         .with_min_len(MIN_ROWS_PER_TASK)
-        .map(|rec| check_record(input, rec, header, plan, dates))
+        .map(|rec| check_record(input, rec, layout, plan, dates))
         .collect_into_vec(out);
 }
 
@@ -74,7 +82,7 @@ pub fn check_batch(
 pub fn check_record(
     input: usize,
     rec: &RawRecord,
-    header: &HeaderMap,
+    layout: &Layout,
     plan: &CheckPlan,
     dates: &Decisions,
 ) -> Checked {
@@ -84,49 +92,21 @@ pub fn check_record(
         external_id: String::new(),
         customer: Customer::default(),
         issues: Vec::new(),
+        raw: plan.keep_raw.then(|| rec.body.clone()),
     };
-    if rec.fields.len() != header.columns.len() {
-        row.external_id = best_effort_external_id(rec, header);
-        row.issues.push(Issue::invalid(
-            "record",
-            format!(
-                "record has {} fields but the header has {} (broken quoting or a stray delimiter?)",
-                rec.fields.len(),
-                header.columns.len()
-            ),
-        ));
-        return row;
-    }
     let mut meta = serde_json::Map::new();
-    for (i, (col, bytes)) in header.columns.iter().zip(rec.fields.iter()).enumerate() {
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            row.issues.push(Issue::invalid(
-                "record",
-                format!(
-                    "column {:?} is not valid UTF-8; check the pipeline's `encoding`",
-                    header.names[i]
-                ),
-            ));
-            continue;
-        };
-        match col {
-            ColumnUse::Field(rule) => {
-                let auto_date =
-                    (rule.date_format.as_deref() == Some(dates::AUTO)).then(|| dates.get(&i));
-                let slot = check_cell(
-                    rule,
-                    &header.names[i],
-                    text,
-                    &plan.ctx,
-                    auto_date,
-                    &mut row.issues,
-                );
-                row.customer.set(rule.field, slot);
-            }
-            ColumnUse::Unknown(name) => {
-                unknown_cell(name, text, plan.unknown_columns, &mut meta, &mut row.issues)
+    match (&rec.body, layout) {
+        (RawBody::Fields(fields), Layout::Columns(header)) => {
+            if !check_fields(&mut row, fields, header, plan, dates, &mut meta) {
+                return row;
             }
         }
+        (RawBody::Json(text), Layout::Keys(keys)) => {
+            if !check_object(&mut row, text, keys, plan, &mut meta) {
+                return row;
+            }
+        }
+        _ => unreachable!("a source yields the records of its layout"),
     }
     for (field, constant) in &plan.set {
         if matches!(row.customer.slot(*field), Slot::Absent | Slot::Empty) {
@@ -146,9 +126,196 @@ pub fn check_record(
     row
 }
 
+/// Maps and checks the cells of a CSV record; false if the record as a whole is unusable.
+fn check_fields(
+    row: &mut Checked,
+    fields: &csv::ByteRecord,
+    header: &HeaderMap,
+    plan: &CheckPlan,
+    dates: &Decisions,
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    if fields.len() != header.columns.len() {
+        row.external_id = best_effort_external_id(fields, header);
+        row.issues.push(Issue::invalid(
+            "record",
+            format!(
+                "record has {} fields but the header has {} (broken quoting or a stray delimiter?)",
+                fields.len(),
+                header.columns.len()
+            ),
+        ));
+        return false;
+    }
+    for (i, (col, bytes)) in header.columns.iter().zip(fields.iter()).enumerate() {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            row.issues.push(Issue::invalid(
+                "record",
+                format!(
+                    "column {:?} is not valid UTF-8; check the pipeline's `encoding`",
+                    header.names[i]
+                ),
+            ));
+            continue;
+        };
+        // A rejects file marks formula-like cells with a leading `'`; take it off again.
+        let text = crate::rejects::strip_neutralized(text);
+        match col {
+            ColumnUse::Ignored => {}
+            ColumnUse::Field(rule) => {
+                let auto_date =
+                    (rule.date_format.as_deref() == Some(dates::AUTO)).then(|| dates.get(&i));
+                let slot = check_cell(
+                    rule,
+                    &header.names[i],
+                    text,
+                    &plan.ctx,
+                    auto_date,
+                    &mut row.issues,
+                );
+                row.customer.set(rule.field, slot);
+            }
+            ColumnUse::Unknown(name) => unknown_value(
+                name,
+                serde_json::Value::String(text.trim().to_owned()),
+                plan.unknown_columns,
+                meta,
+                &mut row.issues,
+            ),
+        }
+    }
+    true
+}
+
+/// Maps and checks the keys of a JSON record; false if the record as a whole is unusable.
+fn check_object(
+    row: &mut Checked,
+    text: &[u8],
+    keys: &KeyMap,
+    plan: &CheckPlan,
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let object = match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(o)) => o,
+        Ok(other) => {
+            row.issues.push(Issue::invalid(
+                "record",
+                format!("record is a JSON {}, not an object", json_kind(&other)),
+            ));
+            return false;
+        }
+        Err(e) => {
+            row.issues.push(Issue::invalid(
+                "record",
+                format!("record is not valid JSON: {e}"),
+            ));
+            return false;
+        }
+    };
+    let mut owners = Vec::new();
+    walk_object(row, object, "", keys, plan, meta, &mut owners);
+    true
+}
+
+/// Maps the keys of one (possibly nested) object; `owners` remembers which key filled a field.
+fn walk_object(
+    row: &mut Checked,
+    object: serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    keys: &KeyMap,
+    plan: &CheckPlan,
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+    owners: &mut Vec<(FieldId, String)>,
+) {
+    for (key, value) in object {
+        if prefix.is_empty() && key == ERRORS_COLUMN {
+            continue;
+        }
+        let path = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Some(rule) = keys.rule(&path) {
+            let def = &FIELDS[rule.field];
+            if let Some((_, first)) = owners.iter().find(|(f, _)| *f == rule.field) {
+                row.issues.push(Issue::invalid(
+                    def.name,
+                    format!("keys {first:?} and {path:?} both map to {}", def.name),
+                ));
+                continue;
+            }
+            owners.push((rule.field, path.clone()));
+            let slot = match json_text(&value, def) {
+                Ok(None) => Slot::Empty,
+                Ok(Some(text)) => {
+                    let auto = (rule.date_format.as_deref() == Some(dates::AUTO)).then_some(None);
+                    check_cell(&rule, &path, &text, &plan.ctx, auto, &mut row.issues)
+                }
+                Err(()) => {
+                    row.issues.push(Issue::invalid(
+                        def.name,
+                        format!(
+                            "{} is a JSON {}; expected a single value",
+                            def.name,
+                            json_kind(&value)
+                        ),
+                    ));
+                    Slot::Empty
+                }
+            };
+            row.customer.set(rule.field, slot);
+            continue;
+        }
+        match value {
+            serde_json::Value::Object(inner) if keys.has_paths_under(&path) => {
+                walk_object(row, inner, &path, keys, plan, meta, owners);
+            }
+            other => unknown_value(&path, other, plan.unknown_columns, meta, &mut row.issues),
+        }
+    }
+}
+
+/// The text a JSON value gives a field; `Ok(None)` for null, `Err` for a structure where the
+/// field wants one value.
+fn json_text<'v>(
+    value: &'v serde_json::Value,
+    def: &FieldDef,
+) -> Result<Option<std::borrow::Cow<'v, str>>, ()> {
+    use serde_json::Value as J;
+    use std::borrow::Cow;
+    Ok(match value {
+        J::Null => None,
+        J::String(s) => Some(Cow::Borrowed(s.as_str())),
+        J::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        J::Number(n) => Some(Cow::Owned(n.to_string())),
+        J::Array(_) | J::Object(_) => match def.kind {
+            Kind::JsonText
+            | Kind::JsonObject
+            | Kind::JsonArray
+            | Kind::JsonAny
+            | Kind::List
+            | Kind::CountryList => Some(Cow::Owned(value.to_string())),
+            _ => return Err(()),
+        },
+    })
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value as J;
+    match value {
+        J::Null => "null",
+        J::Bool(_) => "boolean",
+        J::Number(_) => "number",
+        J::String(_) => "string",
+        J::Array(_) => "array",
+        J::Object(_) => "object",
+    }
+}
+
 /// One mapped cell: blank -> Empty, else transforms then the field rule.
 fn check_cell(
-    rule: &crate::config::validate::ColumnRule,
+    rule: &ColumnRule,
     column: &str,
     text: &str,
     ctx: &RuleContext,
@@ -172,7 +339,7 @@ fn check_cell(
 
 /// A `date_format = "auto"` value, read in the column's decided order.
 fn check_auto_date(
-    rule: &crate::config::validate::ColumnRule,
+    rule: &ColumnRule,
     value: &str,
     decision: Option<&dates::Decision>,
     ctx: &RuleContext,
@@ -215,28 +382,36 @@ fn check_auto_date(
     }
 }
 
-fn unknown_cell(
+/// A value of an unmapped column or key; `unknown_columns` decides. For CSV, "error" was
+/// settled on the header, so only JSON keys reach that arm.
+fn unknown_value(
     name: &str,
-    text: &str,
+    value: serde_json::Value,
     policy: UnknownColumns,
     meta: &mut serde_json::Map<String, serde_json::Value>,
     issues: &mut Vec<Issue>,
 ) {
-    if text.trim().is_empty() {
+    let blank = match &value {
+        serde_json::Value::Null => true,
+        serde_json::Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    };
+    if blank {
         return;
     }
     match policy {
-        UnknownColumns::Ignore | UnknownColumns::Error => {}
+        UnknownColumns::Ignore => {}
+        UnknownColumns::Error => issues.push(Issue::invalid(
+            name.to_owned(),
+            format!("key {name:?} maps to no customer field (unknown_columns = \"error\")"),
+        )),
         UnknownColumns::Warn => issues.push(Issue::new(
             Code::UnknownColumn,
             name.to_owned(),
-            format!("column {name:?} maps to no customer field; its value was not imported"),
+            format!("{name:?} maps to no customer field; its value was not imported"),
         )),
         UnknownColumns::Meta => {
-            meta.insert(
-                name.to_owned(),
-                serde_json::Value::String(text.trim().to_owned()),
-            );
+            meta.insert(name.to_owned(), value);
         }
     }
 }
@@ -302,12 +477,12 @@ fn merge_meta(row: &mut Checked, extra: serde_json::Map<String, serde_json::Valu
 }
 
 /// The external_id of a malformed record, if its column is within reach, for the report.
-fn best_effort_external_id(rec: &RawRecord, header: &HeaderMap) -> String {
+fn best_effort_external_id(fields: &csv::ByteRecord, header: &HeaderMap) -> String {
     header
         .columns
         .iter()
         .position(|c| matches!(c, ColumnUse::Field(r) if r.field == IDS.external_id))
-        .and_then(|i| rec.fields.get(i))
+        .and_then(|i| fields.get(i))
         .and_then(|b| std::str::from_utf8(b).ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
@@ -319,7 +494,7 @@ mod tests {
     use crate::config::{parse, validate::resolve_pipeline};
     use std::path::Path;
 
-    fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, HeaderMap) {
+    fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, Layout) {
         let file = parse(toml, Path::new("t.toml")).unwrap();
         let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
         let names: Vec<String> = cols.iter().map(|c| (*c).to_owned()).collect();
@@ -331,14 +506,15 @@ mod tests {
                 redact_values: false,
                 now: 2_000_000_000,
             },
+            keep_raw: false,
         };
-        (plan, header)
+        (plan, Layout::Columns(header))
     }
 
     fn rec(line: u64, fields: &[&str]) -> RawRecord {
         RawRecord {
             line,
-            fields: csv::ByteRecord::from(fields.to_vec()),
+            body: RawBody::Fields(csv::ByteRecord::from(fields.to_vec())),
         }
     }
 
@@ -399,7 +575,7 @@ mod tests {
         assert_eq!(row.issues[0].field, "external_id");
         let bad_utf8 = RawRecord {
             line: 7,
-            fields: csv::ByteRecord::from(vec![&b"C-1"[..], &b"\xff@b.com"[..]]),
+            body: RawBody::Fields(csv::ByteRecord::from(vec![&b"C-1"[..], &b"\xff@b.com"[..]])),
         };
         let row = check_record(0, &bad_utf8, &header, &plan, &Decisions::new());
         assert_eq!(row.issues[0].field, "record");

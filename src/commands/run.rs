@@ -7,10 +7,13 @@
 use super::runtime;
 use crate::cli::Options;
 use crate::config;
+use crate::input::sources::{open_sources, Layout};
+use crate::input::InputNames;
 use crate::outcome::Outcome;
-use crate::pipeline::{self, Ending};
+use crate::pipeline::{self, Ending, Outputs};
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::rejects::RejectsWriter;
 use crate::report::{ReportDest, ReportWriter, RunInfo, Status};
 use crate::store::runs::RunStart;
 use crate::store::Store;
@@ -23,11 +26,18 @@ use std::time::Instant;
 #[allow(clippy::print_stderr)]
 pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Result<Outcome> {
     let config = config::load(&options.config)?;
-    let plan = Plan::from_options(options, &config, &options.config, pipeline, inputs)?;
+    let mut plan = Plan::from_options(options, &config, &options.config, pipeline, inputs)?;
     if let Some(path) = plan.report.as_deref().filter(|p| *p != "-") {
         check_writable(Path::new(path))?;
     }
-    let sources = pipeline::open_sources(&plan)?;
+    let sources = open_sources(&plan)?;
+    // A save-customers body can ask for a dry run itself (`verify_input: true`).
+    plan.verify_only |= sources.verify_input;
+    plan.disable_risk_scan = sources.disable_risk_scan;
+    let mut rejects = match plan.rejects.as_deref() {
+        Some(path) => Some(RejectsWriter::create(Path::new(path), &plan, &sources)?),
+        None => None,
+    };
     let started = Utc::now();
     let clock = Instant::now();
     runtime()?.block_on(async {
@@ -39,13 +49,22 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
                 inputs: &names,
                 verify_only: plan.verify_only,
                 all_or_nothing: plan.all_or_nothing,
+                disable_risk_scan: plan.disable_risk_scan,
                 started_at: started.timestamp(),
             })
             .await
             .with_context(|| format!("cannot record the run in {}", store.url()))?;
         let progress = Progress::new(sources.total_bytes, plan.quiet);
-        let mut report = ReportWriter::new(plan.verify_only, names.clone())?;
-        let ending = pipeline::execute(&plan, sources, &mut store, &mut report, &progress).await;
+        let inputs = InputNames {
+            names: names.clone(),
+            by_record: sources.layouts.iter().map(Layout::counts_records).collect(),
+        };
+        let mut report = ReportWriter::new(plan.verify_only, inputs)?;
+        let outputs = Outputs {
+            report: &mut report,
+            rejects: rejects.as_mut(),
+        };
+        let ending = pipeline::execute(&plan, sources, &mut store, outputs, &progress).await;
         progress.finish();
         let (status, error, result) = settle(ending, &report);
         let finished = Utc::now();
@@ -74,10 +93,15 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
             Err(e) if crate::outcome::is_broken_pipe(&e) => {}
             other => other?,
         }
+        let rejects_written = rejects.map(RejectsWriter::finish).transpose();
         recorded.with_context(|| format!("cannot record the end of run {run_id}"))?;
+        rejects_written?;
         eprintln!("{}", report.human_summary(pipeline, status));
         if let ReportDest::File(path) = &dest {
             eprintln!("custload: report: {}", path.display());
+        }
+        if let Some(path) = &plan.rejects {
+            eprintln!("custload: rejects: {path}");
         }
         result
     })
@@ -89,7 +113,7 @@ fn settle(
     report: &ReportWriter,
 ) -> (Status, Option<String>, anyhow::Result<Outcome>) {
     match ending {
-        Ending::Completed if report.summary().rejected == 0 => (Status::Ok, None, Ok(Outcome::Ok)),
+        Ending::Completed if !report.any_rejected() => (Status::Ok, None, Ok(Outcome::Ok)),
         Ending::Completed => (Status::Partial, None, Ok(Outcome::Partial)),
         Ending::Stopped(why) => (Status::Failed, Some(why), Ok(Outcome::Stopped)),
         Ending::Interrupted => (

@@ -47,6 +47,18 @@ pub enum Format {
     Csv,
     /// Tab separated values with a header row.
     Tsv,
+    /// The save-customers request body (`{"customers": [...], "relations": [...]}`) or a bare
+    /// array of customer objects.
+    Json,
+    /// One customer object per line.
+    Ndjson,
+}
+
+impl Format {
+    /// Whether records are JSON objects (keys instead of a header row).
+    pub const fn is_json(self) -> bool {
+        matches!(self, Format::Json | Format::Ndjson)
+    }
 }
 
 /// What an empty cell does to a stored value.

@@ -4,19 +4,10 @@
 //! threads, so the reader thread only splits bytes. A record with the wrong number of fields or
 //! invalid UTF-8 is still yielded; the checker turns it into an `INVALID_DATA` row.
 
-use crate::input::OpenedInput;
+use crate::input::{BatchKind, Emit, OpenedInput, RawBody, RawRecord};
 use anyhow::Context;
 use csv::{ByteRecord, ReaderBuilder};
 use std::io::Read;
-
-/// One record as read, before any decoding.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    /// 1-based line on which the record starts (quoted newlines included).
-    pub line: u64,
-    /// The fields as bytes.
-    pub fields: ByteRecord,
-}
 
 /// A CSV source positioned after its header.
 pub struct CsvSource {
@@ -89,7 +80,10 @@ impl CsvSource {
                     if fields.len() == 1 && fields[0].is_empty() {
                         continue; // a blank CRLF line, skipped like a blank LF line
                     }
-                    batch.push(RawRecord { line, fields });
+                    batch.push(RawRecord {
+                        line,
+                        body: RawBody::Fields(fields),
+                    });
                 }
                 Ok(false) => self.done = true,
                 Err(e) => {
@@ -98,6 +92,20 @@ impl CsvSource {
             }
         }
         Ok(!self.done)
+    }
+
+    /// Reads every record, `batch_size` at a time, into `emit`; returns false if `emit` stopped.
+    pub fn read_into(&mut self, batch_size: usize, emit: &mut Emit<'_>) -> anyhow::Result<bool> {
+        loop {
+            let mut records = Vec::with_capacity(batch_size.min(1 << 16));
+            let more = self.read_batch(&mut records, batch_size)?;
+            if !records.is_empty() && !emit(BatchKind::Customers, records) {
+                return Ok(false);
+            }
+            if !more {
+                return Ok(true);
+            }
+        }
     }
 }
 
@@ -153,9 +161,12 @@ mod tests {
         batch
             .into_iter()
             .map(|r| {
+                let RawBody::Fields(fields) = r.body else {
+                    panic!("a CSV source yields fields")
+                };
                 (
                     r.line,
-                    r.fields
+                    fields
                         .iter()
                         .map(|f| String::from_utf8_lossy(f).into_owned())
                         .collect(),

@@ -8,6 +8,11 @@ use crate::config::validate::{resolve_target, ColumnRule, PipelineSettings};
 use crate::config::UnknownColumns;
 use crate::error::HeaderError;
 use crate::record::fields::{ids::IDS, AliasConvert, FIELDS};
+use indexmap::IndexMap;
+use std::borrow::Cow;
+
+/// The column a rejects file adds; ignored on input so a fixed rejects file can be fed back.
+pub const ERRORS_COLUMN: &str = "errors";
 
 /// What one input column is used for.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +21,8 @@ pub enum ColumnUse {
     Field(ColumnRule),
     /// It maps to nothing; `unknown_columns` decides what happens to its values.
     Unknown(String),
+    /// The `errors` column of a rejects file: skipped.
+    Ignored,
 }
 
 /// The plan for one input's columns, in header order.
@@ -37,6 +44,10 @@ impl HeaderMap {
         let mut columns = Vec::with_capacity(header.len());
         let mut owner: Vec<Option<&str>> = vec![None; FIELDS.len()];
         for name in header {
+            if name == ERRORS_COLUMN {
+                columns.push(ColumnUse::Ignored);
+                continue;
+            }
             let rule = settings.columns.get(name.as_str()).cloned().or_else(|| {
                 resolve_target(name).ok().map(|(field, alias)| ColumnRule {
                     field,
@@ -72,7 +83,7 @@ impl HeaderMap {
             .iter()
             .filter_map(|c| match c {
                 ColumnUse::Unknown(n) => Some(n.as_str()),
-                ColumnUse::Field(_) => None,
+                ColumnUse::Field(_) | ColumnUse::Ignored => None,
             })
             .collect();
         if settings.unknown_columns == UnknownColumns::Error && !unknown.is_empty() {
@@ -92,8 +103,51 @@ impl HeaderMap {
     pub fn alias_of(&self, index: usize) -> Option<AliasConvert> {
         match &self.columns[index] {
             ColumnUse::Field(rule) => Some(rule.alias),
-            ColumnUse::Unknown(_) => None,
+            ColumnUse::Unknown(_) | ColumnUse::Ignored => None,
         }
+    }
+}
+
+/// Key -> field resolution for JSON records, whose keys can differ from one record to the next.
+///
+/// A key (or a dotted path into nested objects, `"individualCustomer.firstName"`) maps like a
+/// CSV column: the pipeline's `columns`, then a canonical name, then an alias.
+#[derive(Debug, Clone)]
+pub struct KeyMap {
+    columns: IndexMap<String, ColumnRule>,
+    /// Records are numbered by their index in a body's array (`record`), not by line.
+    pub by_record: bool,
+}
+
+impl KeyMap {
+    /// The key map of a pipeline.
+    pub fn new(settings: &PipelineSettings, by_record: bool) -> Self {
+        KeyMap {
+            columns: settings.columns.clone(),
+            by_record,
+        }
+    }
+
+    /// The rule for a key or dotted path, if it maps to a field.
+    pub fn rule(&self, path: &str) -> Option<Cow<'_, ColumnRule>> {
+        if let Some(rule) = self.columns.get(path) {
+            return Some(Cow::Borrowed(rule));
+        }
+        resolve_target(path).ok().map(|(field, alias)| {
+            Cow::Owned(ColumnRule {
+                field,
+                alias,
+                date_format: None,
+                map: None,
+            })
+        })
+    }
+
+    /// Whether some configured column is a path under `prefix.` (so a nested object is walked).
+    pub fn has_paths_under(&self, prefix: &str) -> bool {
+        self.columns.keys().any(|k| {
+            k.len() > prefix.len() && k.starts_with(prefix) && k.as_bytes()[prefix.len()] == b'.'
+        })
     }
 }
 

@@ -1,8 +1,43 @@
 //! Opening inputs: a path or stdin, optionally gzip-compressed, decoded to UTF-8, with a byte
-//! counter for progress. Format-specific reading lives in [`csv`]; column mapping in [`header`].
+//! counter for progress. Format-specific reading lives in [`csv`], [`ndjson`] and [`json`];
+//! column and key mapping in [`header`]; [`sources`] opens every input of a run.
 
 pub mod csv;
 pub mod header;
+pub mod json;
+pub mod ndjson;
+pub mod sources;
+
+/// One record as read, before any decoding or checking.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// 1-based position: the line the record starts on (CSV, NDJSON), or its index in the
+    /// body's `customers`/`relations` array (JSON).
+    pub line: u64,
+    /// The record itself.
+    pub body: RawBody,
+}
+
+/// The undecoded content of a record.
+#[derive(Debug, Clone)]
+pub enum RawBody {
+    /// CSV fields as bytes.
+    Fields(::csv::ByteRecord),
+    /// The JSON text of one object (parsed on the checker threads).
+    Json(Vec<u8>),
+}
+
+/// What the records of a batch are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Customer records.
+    Customers,
+    /// Relations of a save-customers body; they come after all customers of their input.
+    Relations,
+}
+
+/// Receives batches from a source; returns false when the run no longer wants them.
+pub type Emit<'a> = dyn FnMut(BatchKind, Vec<RawRecord>) -> bool + 'a;
 
 use anyhow::Context;
 use encoding_rs::Encoding;
@@ -45,18 +80,37 @@ pub fn open(
     encoding: &'static Encoding,
     bytes_read: Arc<AtomicU64>,
 ) -> anyhow::Result<OpenedInput> {
-    let (raw, size): (Box<dyn Read + Send>, Option<u64>) = if name == "-" {
-        (Box::new(std::io::stdin()), None)
-    } else {
-        let file = File::open(name).with_context(|| format!("cannot open input {name}"))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("cannot read input {name}"))?;
-        if meta.is_dir() {
-            anyhow::bail!("cannot read input {name}: it is a directory");
-        }
-        (Box::new(file), Some(meta.len()))
-    };
+    if name == "-" {
+        return open_reader(name, Box::new(std::io::stdin()), None, encoding, bytes_read);
+    }
+    open_path(name, Path::new(name), encoding, bytes_read)
+}
+
+/// Opens the file at `path` under the report name `name` (they differ for spooled stdin).
+pub fn open_path(
+    name: &str,
+    path: &Path,
+    encoding: &'static Encoding,
+    bytes_read: Arc<AtomicU64>,
+) -> anyhow::Result<OpenedInput> {
+    let file = File::open(path).with_context(|| format!("cannot open input {name}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read input {name}"))?;
+    if meta.is_dir() {
+        anyhow::bail!("cannot read input {name}: it is a directory");
+    }
+    open_reader(name, Box::new(file), Some(meta.len()), encoding, bytes_read)
+}
+
+/// Wraps raw bytes: byte counting, gunzip for `.gz` names, BOM sniffing and decoding.
+fn open_reader(
+    name: &str,
+    raw: Box<dyn Read + Send>,
+    size: Option<u64>,
+    encoding: &'static Encoding,
+    bytes_read: Arc<AtomicU64>,
+) -> anyhow::Result<OpenedInput> {
     let counted = CountingReader {
         inner: raw,
         count: bytes_read,
@@ -102,5 +156,41 @@ pub fn base_name(name: &str) -> &str {
         &name[..name.len() - 3]
     } else {
         name
+    }
+}
+
+/// The inputs of a run as reports and messages name them.
+#[derive(Debug, Clone, Default)]
+pub struct InputNames {
+    /// Paths as given, `-` for stdin.
+    pub names: Vec<String>,
+    /// Per input: records are numbered by their index in a JSON body (`record`), not by line.
+    pub by_record: Vec<bool>,
+}
+
+impl InputNames {
+    /// The report key of a row's position: `line`, or `record` for a JSON body.
+    pub fn position_key(&self, input: usize) -> &'static str {
+        if self.by_record.get(input).copied().unwrap_or(false) {
+            "record"
+        } else {
+            "line"
+        }
+    }
+
+    /// The input's name for a detail entry: only when the run has several (SPEC 7).
+    pub fn detail_name(&self, input: usize) -> Option<&str> {
+        (self.names.len() > 1)
+            .then(|| self.names.get(input).map(String::as_str))
+            .flatten()
+    }
+
+    /// "line 4", "record 4", or "line 4 of b.csv" when the run has several inputs.
+    pub fn place(&self, input: usize, position: u64) -> String {
+        let key = self.position_key(input);
+        match self.detail_name(input) {
+            Some(name) => format!("{key} {position} of {name}"),
+            None => format!("{key} {position}"),
+        }
     }
 }

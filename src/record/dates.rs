@@ -8,8 +8,8 @@
 //! gets an `AMBIGUOUS_DATE` warning asking for an explicit `date_format`.
 
 use crate::check::rules::parse_time;
-use crate::input::csv::RawRecord;
 use crate::input::header::{ColumnUse, HeaderMap};
+use crate::input::{RawBody, RawRecord};
 use chrono::{NaiveDate, NaiveTime};
 use std::collections::HashMap;
 
@@ -159,7 +159,10 @@ pub fn scan(records: &[RawRecord], header: &HeaderMap, decisions: &mut Decisions
         .collect();
     for column in undecided {
         let found = records.iter().find_map(|rec| {
-            let value = std::str::from_utf8(rec.fields.get(column)?).ok()?;
+            let RawBody::Fields(fields) = &rec.body else {
+                return None;
+            };
+            let value = std::str::from_utf8(fields.get(column)?).ok()?;
             let order = split(value).and_then(evidence)?;
             Some(Decision {
                 order,

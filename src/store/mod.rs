@@ -4,6 +4,7 @@
 //! embedded backend is SQLite; PostgreSQL plugs in behind the same functions.
 
 pub mod reference;
+pub mod relations;
 pub mod resolve;
 pub mod runs;
 pub mod upsert;
@@ -186,7 +187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let mut store = Store::open(&url).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 1);
+        assert_eq!(store.schema_version().await.unwrap(), 2);
         let rows = sqlx::query("SELECT name FROM pragma_table_info('customers') ORDER BY cid")
             .fetch_all(store.conn())
             .await

@@ -342,6 +342,7 @@ mod tests {
             external_id: ext.into(),
             customer,
             issues: vec![],
+            raw: None,
         }
     }
 

@@ -16,6 +16,8 @@ pub struct RunStart<'a> {
     pub verify_only: bool,
     /// One transaction for the whole run.
     pub all_or_nothing: bool,
+    /// A save-customers body set `disable_risk_scan`.
+    pub disable_risk_scan: bool,
     /// Unix seconds.
     pub started_at: i64,
 }
@@ -49,8 +51,8 @@ impl Store {
         let inputs = serde_json::to_string(run.inputs)?;
         let id: i64 = sqlx::query_scalar(
             r#"
-            INSERT INTO import_runs (pipeline, inputs, verify_only, all_or_nothing, started_at, status)
-            VALUES (?, ?, ?, ?, ?, 'running')
+            INSERT INTO import_runs (pipeline, inputs, verify_only, all_or_nothing, disable_risk_scan, started_at, status)
+            VALUES (?, ?, ?, ?, ?, ?, 'running')
             RETURNING id
             "#,
         )
@@ -58,6 +60,7 @@ impl Store {
         .bind(inputs)
         .bind(run.verify_only)
         .bind(run.all_or_nothing)
+        .bind(run.disable_risk_scan)
         .bind(run.started_at)
         .fetch_one(self.conn())
         .await?;

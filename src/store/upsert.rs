@@ -87,7 +87,7 @@ pub struct WriteOptions<'a> {
     /// Pool that hashes passwords.
     pub pool: &'a rayon::ThreadPool,
     /// Input names, to say where an earlier row was.
-    pub inputs: &'a [String],
+    pub inputs: &'a crate::input::InputNames,
     /// Desks and statuses, read once at the start of the run.
     pub refdata: &'a crate::check::refdata::RefData,
 }
@@ -428,7 +428,7 @@ fn segments(
                 "external_id",
                 format!(
                     "external_id already appeared on {} of this run (on_duplicate = \"reject\")",
-                    place(opts.inputs, first.input, first.line)
+                    opts.inputs.place(first.input, first.line)
                 ),
             )),
             (Some(last), OnDuplicate::LastWins) => {
@@ -460,14 +460,6 @@ fn segments(
     }
     out.retain(|s| !s.is_empty());
     out
-}
-
-/// "line 4", or "line 4 of b.csv" when the run has several inputs.
-pub fn place(inputs: &[String], input: usize, line: u64) -> String {
-    match inputs.get(input) {
-        Some(name) if inputs.len() > 1 => format!("line {line} of {name}"),
-        _ => format!("line {line}"),
-    }
 }
 
 /// Turns a constraint violation on one row into that row's error; anything else is fatal.

@@ -202,11 +202,13 @@ fn migrate_runs_and_pipelines_subcommands() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["migrate"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("schema version 1"), "{}", run.stdout);
+    assert!(run.stdout.contains("schema version 2"), "{}", run.stdout);
     let run = env.run(&["pipelines"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stdout.contains("legacy_crm") && run.stdout.contains("no problems"),
+        run.stdout.contains("legacy_crm")
+            && run.stdout.contains("save_customers")
+            && run.stdout.contains("no problems"),
         "{}",
         run.stdout
     );

@@ -6,9 +6,13 @@
 //! - `import`: first load, re-run, changed file, verify-only, all-or-nothing, duplicates.
 //! - `checks`: each error code and warning with its field and line.
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
+//! - `json`: save-customers bodies with relations, bare arrays, NDJSON, the JSON samples.
+//! - `rejects`: `--rejects` files, fixed and fed back.
 
 mod checks;
 mod cli;
 mod import;
 mod inputs;
+mod json;
+mod rejects;
 mod util;

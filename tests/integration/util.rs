@@ -212,7 +212,7 @@ pub fn ids(report: &Value, list: &str) -> Vec<String> {
         .collect()
 }
 
-/// `(line, external_id, code, field)` of every error in a report's detail.
+/// `(line or record, external_id, code, field)` of every error in a report's detail.
 pub fn errors(report: &Value) -> Vec<(u64, String, String, String)> {
     issues(report, "errors")
 }
@@ -227,7 +227,7 @@ fn issues(report: &Value, kind: &str) -> Vec<(u64, String, String, String)> {
     for d in report["detail"].as_array().unwrap() {
         for e in d[kind].as_array().unwrap() {
             out.push((
-                d["line"].as_u64().unwrap_or(0),
+                d["line"].as_u64().or(d["record"].as_u64()).unwrap_or(0),
                 d["external_id"].as_str().unwrap().to_owned(),
                 e["error"].as_str().unwrap().to_owned(),
                 e["field"].as_str().unwrap().to_owned(),

@@ -1,0 +1,368 @@
+//! The save-customers JSON body (`{"customers": [...], "relations": [...], "verify_input": ..,
+//! "disable_risk_scan": ..}`) or a bare array of customers, read as a stream.
+//!
+//! serde_json has no streaming for an array inside an object, so the visitors below walk the
+//! document and hand each element of `customers` (then of `relations`) on as raw JSON text, a
+//! batch at a time: memory is bounded by the batch size, not the file size.
+//!
+//! The body is read three times, each a stream: at open, a scan checks the syntax and reads the
+//! flags (so a broken file or `verify_input: true` is known before anything is written, wherever
+//! the keys sit in the body); then the customers; then the relations, whose ends must exist
+//! once the customers are in. Stdin is spooled to a temp file first so it can be read again.
+
+use crate::input::{open_path, BatchKind, Emit, RawBody, RawRecord};
+use anyhow::Context;
+use encoding_rs::Encoding;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// What the scan learned about a body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyFlags {
+    /// `verify_input: true`: the run is verify-only.
+    pub verify_input: bool,
+    /// `disable_risk_scan: true`: recorded on the run.
+    pub disable_risk_scan: bool,
+    /// Elements of `customers` (or of the bare array).
+    pub customers: u64,
+    /// Elements of `relations`.
+    pub relations: u64,
+}
+
+/// A JSON body input, scanned and ready to stream.
+pub struct JsonBody {
+    /// Name used in reports (`-` for stdin).
+    pub name: String,
+    /// What the scan found.
+    pub flags: BodyFlags,
+    path: PathBuf,
+    /// Holds spooled stdin alive until the run ends.
+    _spool: Option<tempfile::TempPath>,
+    encoding: &'static Encoding,
+    bytes_read: Arc<AtomicU64>,
+}
+
+/// Which part of the body a pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Scan,
+    Customers,
+    Relations,
+}
+
+impl JsonBody {
+    /// Opens and scans a body; a syntax error or a wrong shape is an error naming its line.
+    pub fn open(
+        name: &str,
+        encoding: &'static Encoding,
+        bytes_read: Arc<AtomicU64>,
+    ) -> anyhow::Result<Self> {
+        let (path, spool) = if name == "-" {
+            let mut tmp = tempfile::NamedTempFile::new()
+                .context("cannot create a temp file to hold stdin")?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut tmp).context("cannot read stdin")?;
+            let path = tmp.into_temp_path();
+            (path.to_path_buf(), Some(path))
+        } else {
+            (PathBuf::from(name), None)
+        };
+        let mut body = JsonBody {
+            name: name.to_owned(),
+            flags: BodyFlags::default(),
+            path,
+            _spool: spool,
+            encoding,
+            bytes_read,
+        };
+        // The scan's bytes are not progress: count them apart.
+        let reader = body.reader(Arc::new(AtomicU64::new(0)))?;
+        let mut walker = Walker::new(Pass::Scan, 1, None);
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let scanned = (&mut walker)
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"));
+        scanned?;
+        body.flags = walker.flags;
+        Ok(body)
+    }
+
+    fn reader(&self, counter: Arc<AtomicU64>) -> anyhow::Result<Box<dyn Read + Send>> {
+        Ok(open_path(&self.name, &self.path, self.encoding, counter)?.reader)
+    }
+
+    /// Streams the customers, then the relations, into `emit`; returns false if `emit` stopped.
+    pub fn read_into(&mut self, batch_size: usize, emit: &mut Emit<'_>) -> anyhow::Result<bool> {
+        for pass in [Pass::Customers, Pass::Relations] {
+            let wanted = match pass {
+                Pass::Customers => self.flags.customers,
+                _ => self.flags.relations,
+            };
+            if wanted == 0 {
+                continue;
+            }
+            let reader = self.reader(if pass == Pass::Customers {
+                Arc::clone(&self.bytes_read)
+            } else {
+                Arc::new(AtomicU64::new(0))
+            })?;
+            let mut walker = Walker::new(pass, batch_size, Some(&mut *emit));
+            let mut de = serde_json::Deserializer::from_reader(reader);
+            let result = (&mut walker).deserialize(&mut de);
+            if walker.stopped {
+                return Ok(false);
+            }
+            result.with_context(|| format!("cannot read {}", self.name))?;
+            if !walker.flush() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Walks the body for one pass, batching the elements it wants.
+struct Walker<'e, 'a> {
+    pass: Pass,
+    flags: BodyFlags,
+    batch_size: usize,
+    batch: Vec<RawRecord>,
+    emit: Option<&'e mut Emit<'a>>,
+    stopped: bool,
+}
+
+impl<'e, 'a> Walker<'e, 'a> {
+    fn new(pass: Pass, batch_size: usize, emit: Option<&'e mut Emit<'a>>) -> Self {
+        Walker {
+            pass,
+            flags: BodyFlags::default(),
+            batch_size,
+            batch: Vec::new(),
+            emit,
+            stopped: false,
+        }
+    }
+
+    fn kind(&self) -> BatchKind {
+        match self.pass {
+            Pass::Relations => BatchKind::Relations,
+            Pass::Scan | Pass::Customers => BatchKind::Customers,
+        }
+    }
+
+    /// Sends the batch so far; false once the run wants no more.
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let kind = self.kind();
+        let batch = std::mem::take(&mut self.batch);
+        let delivered = self.emit.as_mut().is_none_or(|emit| emit(kind, batch));
+        self.stopped |= !delivered;
+        delivered
+    }
+
+    /// Streams the elements of one array, when this pass wants them.
+    fn elements<'de, A: SeqAccess<'de>>(
+        &mut self,
+        mut seq: A,
+        wanted: bool,
+        counter: fn(&mut BodyFlags) -> &mut u64,
+    ) -> Result<(), A::Error> {
+        let mut index = 0u64;
+        if !wanted || self.emit.is_none() {
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                index += 1;
+            }
+            *counter(&mut self.flags) = index;
+            return Ok(());
+        }
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            index += 1;
+            let text: Box<str> = raw.into();
+            self.batch.push(RawRecord {
+                line: index,
+                body: RawBody::Json(text.into_boxed_bytes().into_vec()),
+            });
+            if self.batch.len() >= self.batch_size && !self.flush() {
+                return Err(de::Error::custom("stopped"));
+            }
+        }
+        *counter(&mut self.flags) = index;
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Walker<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Walker<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a save-customers body {\"customers\": [...]} or an array of customers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let wanted = self.pass == Pass::Customers;
+        self.elements(seq, wanted, |f| &mut f.customers)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "customers" => {
+                    let wanted = self.pass == Pass::Customers;
+                    map.next_value_seed(Array {
+                        walker: self,
+                        wanted,
+                        what: "customers",
+                        counter: |f| &mut f.customers,
+                    })?;
+                }
+                "relations" => {
+                    let wanted = self.pass == Pass::Relations;
+                    map.next_value_seed(Array {
+                        walker: self,
+                        wanted,
+                        what: "relations",
+                        counter: |f| &mut f.relations,
+                    })?;
+                }
+                "verify_input" => self.flags.verify_input = flag(&mut map, "verify_input")?,
+                "disable_risk_scan" => {
+                    self.flags.disable_risk_scan = flag(&mut map, "disable_risk_scan")?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A body flag: true, false or null (false).
+fn flag<'de, A: MapAccess<'de>>(map: &mut A, key: &str) -> Result<bool, A::Error> {
+    map.next_value::<Option<bool>>()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| de::Error::custom(format!("`{key}` must be true or false ({e})")))
+}
+
+/// The `customers` or `relations` array of a body.
+struct Array<'w, 'e, 'a> {
+    walker: &'w mut Walker<'e, 'a>,
+    wanted: bool,
+    what: &'static str,
+    counter: fn(&mut BodyFlags) -> &mut u64,
+}
+
+impl<'de> DeserializeSeed<'de> for Array<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Array<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` to be an array", self.what)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(()) // "relations": null
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.walker.elements(seq, self.wanted, self.counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn body(text: &str) -> (tempfile::NamedTempFile, anyhow::Result<JsonBody>) {
+        let mut f = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        let name = f.path().to_str().unwrap().to_owned();
+        let opened = JsonBody::open(&name, encoding_rs::UTF_8, Arc::new(AtomicU64::new(0)));
+        (f, opened)
+    }
+
+    fn read_all(b: &mut JsonBody, batch: usize) -> Vec<(BatchKind, u64, String)> {
+        let mut got = Vec::new();
+        assert!(b
+            .read_into(batch, &mut |kind, recs| {
+                for r in recs {
+                    let RawBody::Json(t) = r.body else {
+                        panic!("json")
+                    };
+                    got.push((kind, r.line, String::from_utf8(t).unwrap()));
+                }
+                true
+            })
+            .unwrap());
+        got
+    }
+
+    #[test]
+    fn relations_first_still_come_after_customers() {
+        let (_f, b) = body(
+            r#"{"relations":[{"r":1}],"disable_risk_scan":true,"customers":[{"a":1},{"b":[2]},3],"verify_input":true}"#,
+        );
+        let mut b = b.unwrap();
+        assert_eq!(
+            b.flags,
+            BodyFlags {
+                verify_input: true,
+                disable_risk_scan: true,
+                customers: 3,
+                relations: 1
+            }
+        );
+        let got = read_all(&mut b, 2);
+        assert_eq!(
+            got,
+            vec![
+                (BatchKind::Customers, 1, r#"{"a":1}"#.to_owned()),
+                (BatchKind::Customers, 2, r#"{"b":[2]}"#.to_owned()),
+                (BatchKind::Customers, 3, "3".to_owned()),
+                (BatchKind::Relations, 1, r#"{"r":1}"#.to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_array_and_shape_errors() {
+        let (_f, b) = body("[{\"a\":1}]");
+        assert_eq!(read_all(&mut b.unwrap(), 10).len(), 1);
+        let (_f, b) = body("{\"customers\": [{\"a\":1},\n {\"a\": }]}");
+        let err = format!("{:#}", b.err().unwrap());
+        assert!(err.contains("line 2"), "{err}");
+        let (_f, b) = body("{\"customers\": {}}");
+        let err = format!("{:#}", b.err().unwrap());
+        assert!(err.contains("`customers` to be an array"), "{err}");
+        let (_f, b) = body("{\"verify_input\": \"yes\"}");
+        let err = format!("{:#}", b.err().unwrap());
+        assert!(err.contains("verify_input"), "{err}");
+        let (_f, b) = body("\"text\"");
+        assert!(b.is_err());
+        let (_f, b) = body("[] trailing");
+        assert!(b.is_err());
+    }
+}
