@@ -212,6 +212,13 @@ impl Spool {
     }
 }
 
+/// Adds errors to the per-(code, field) counts of the human summary.
+fn count_errors(top: &mut BTreeMap<(Code, String), u64>, errors: &[&Issue]) {
+    for e in errors {
+        *top.entry((e.code, e.field.to_string())).or_default() += 1;
+    }
+}
+
 /// Where the report goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportDest {
@@ -315,12 +322,7 @@ impl ReportWriter {
         if entry.errors.is_empty() && outcome != RowOutcome::Rejected {
             self.staged.with_warnings += 1;
         }
-        for e in &entry.errors {
-            *self
-                .top_errors
-                .entry((e.code, e.field.to_string()))
-                .or_default() += 1;
-        }
+        count_errors(&mut self.top_errors, &entry.errors);
         self.detail.push(&entry)
     }
 
@@ -348,12 +350,7 @@ impl ReportWriter {
                 &rel.issues,
             );
             entry.kind = Some("relation");
-            for e in &entry.errors {
-                *self
-                    .top_errors
-                    .entry((e.code, e.field.to_string()))
-                    .or_default() += 1;
-            }
+            count_errors(&mut self.top_errors, &entry.errors);
             self.detail.push(&entry)?;
         }
         Ok(())
