@@ -1,24 +1,74 @@
 //! The database: connecting, migrating, transactions, and the tables' read/write helpers.
 //!
-//! One connection serves a whole run: the import transaction(s) and the `import_runs` row. The
-//! embedded backend is SQLite; PostgreSQL plugs in behind the same functions.
+//! One connection serves a whole run: the import transaction(s) and the `import_runs` row. Two
+//! backends share every query: the embedded default SQLite and PostgreSQL. Queries use `$N`
+//! placeholders, which both understand, and each is compiled once per backend by
+//! [`with_conn!`], so a query is written once and runs with the backend's own types.
 
 pub mod reference;
 pub mod relations;
 pub mod resolve;
+pub mod retry;
 pub mod runs;
 pub mod upsert;
 
 use crate::record::fields::{column_name, FieldDef, FIELDS};
 use crate::record::Value;
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Executor, SqliteConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Database, Encode, Executor, Type};
 use std::str::FromStr;
 use std::time::Duration;
 
 /// How long a write waits for another process's lock before the run fails with a clear message.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long connecting to a database server may take before the run gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://PATH`: a local file, created if missing.
+    Sqlite,
+    /// `postgres://` or `postgresql://`: a PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a URL, or a clear error for any other scheme.
+    pub fn of_url(url: &str) -> anyhow::Result<Backend> {
+        let scheme = url.split(':').next().unwrap_or(url);
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => anyhow::bail!(
+                "unsupported database URL scheme `{scheme}`: use sqlite://PATH or postgres://USER@HOST/DB"
+            ),
+        }
+    }
+}
+
+/// The open connection of either backend.
+pub enum Conn {
+    /// SQLite.
+    Sqlite(SqliteConnection),
+    /// PostgreSQL.
+    Postgres(PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the store's connection, compiled once per backend: the same
+/// query text and binds run on SQLite and PostgreSQL with each driver's own types.
+macro_rules! with_conn {
+    ($store:expr, $c:ident => $body:expr) => {
+        match &mut $store.conn {
+            $crate::store::Conn::Sqlite($c) => $body,
+            $crate::store::Conn::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use with_conn;
 
 /// A database URL with any password masked, safe to print.
 pub fn display_url(url: &str) -> String {
@@ -37,7 +87,8 @@ pub fn display_url(url: &str) -> String {
 
 /// An open database.
 pub struct Store {
-    conn: SqliteConnection,
+    conn: Conn,
+    backend: Backend,
     url: String,
 }
 
@@ -45,14 +96,22 @@ impl Store {
     /// Connects (creating a SQLite file if missing) and brings the schema up to date.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
         let shown = display_url(url);
-        let mut conn = connect(url)
+        let backend = Backend::of_url(url)?;
+        let mut conn = connect(url, backend)
             .await
             .with_context(|| format!("cannot open database {shown}"))?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .with_context(|| format!("cannot migrate database {shown}"))?;
-        Ok(Store { conn, url: shown })
+        // The migrator takes the backend's own lock (an advisory lock on PostgreSQL), so two
+        // runs starting at once on a new database do not both create the schema.
+        let migrated = match &mut conn {
+            Conn::Sqlite(c) => sqlx::migrate!("migrations/sqlite").run(c).await,
+            Conn::Postgres(c) => sqlx::migrate!("migrations/postgres").run(c).await,
+        };
+        migrated.with_context(|| format!("cannot migrate database {shown}"))?;
+        Ok(Store {
+            conn,
+            backend,
+            url: shown,
+        })
     }
 
     /// The URL with credentials masked.
@@ -60,35 +119,34 @@ impl Store {
         &self.url
     }
 
-    /// The connection, for the table modules.
-    pub fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
-    /// Starts a write transaction that takes the write lock at once, so a concurrent writer waits
-    /// on the busy timeout instead of failing half-way through a batch.
+    /// Starts a write transaction. On SQLite it takes the write lock at once, so a concurrent
+    /// writer waits on the busy timeout instead of failing half-way through a batch; on
+    /// PostgreSQL it is READ COMMITTED, and the writer locks the rows it reads for update.
     pub async fn begin(&mut self) -> anyhow::Result<()> {
-        self.conn
-            .execute("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| lock_context(e, &self.url))?;
-        Ok(())
+        let sql = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        self.run_control(sql).await
     }
 
     /// Commits the open transaction.
     pub async fn commit(&mut self) -> anyhow::Result<()> {
-        self.conn
-            .execute("COMMIT")
-            .await
-            .map_err(|e| lock_context(e, &self.url))?;
-        Ok(())
+        self.run_control("COMMIT").await
     }
 
     /// Rolls back the open transaction, if any.
     pub async fn rollback(&mut self) -> anyhow::Result<()> {
         // "no transaction is active" is fine: a failed BEGIN or an earlier rollback left none.
-        match self.conn.execute("ROLLBACK").await {
-            Ok(_) => Ok(()),
+        // (PostgreSQL only warns about it.)
+        let result = with_conn!(self, c => c.execute("ROLLBACK").await.map(|_| ()));
+        match result {
+            Ok(()) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.message().contains("no transaction is active") => {
                 Ok(())
             }
@@ -96,30 +154,45 @@ impl Store {
         }
     }
 
+    /// Runs a transaction-control statement, naming the database and a lock wait in errors.
+    async fn run_control(&mut self, sql: &str) -> anyhow::Result<()> {
+        let result = with_conn!(self, c => c.execute(sql).await.map(|_| ()));
+        result.map_err(|e| lock_context(e, &self.url))
+    }
+
     /// Schema version (the highest applied migration).
     pub async fn schema_version(&mut self) -> anyhow::Result<i64> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&mut self.conn)
-                .await?;
+        let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        let v: Option<i64> = with_conn!(self, c => sqlx::query_scalar(sql).fetch_one(c).await?);
         Ok(v.unwrap_or(0))
     }
 }
 
-async fn connect(url: &str) -> anyhow::Result<SqliteConnection> {
-    if !url.starts_with("sqlite:") {
-        let scheme = url.split(':').next().unwrap_or(url);
-        anyhow::bail!(
-            "unsupported database URL scheme `{scheme}`: this build supports sqlite://PATH"
-        );
-    }
-    let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true);
-    Ok(SqliteConnection::connect_with(&options).await?)
+async fn connect(url: &str, backend: Backend) -> anyhow::Result<Conn> {
+    Ok(match backend {
+        Backend::Sqlite => {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(BUSY_TIMEOUT)
+                .foreign_keys(true);
+            Conn::Sqlite(SqliteConnection::connect_with(&options).await?)
+        }
+        Backend::Postgres => {
+            // Statements are logged by sqlx at debug level only; the URL never is.
+            let options = PgConnectOptions::from_str(url)?.application_name("custload");
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "no answer from the server within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )
+                })??;
+            Conn::Postgres(conn)
+        }
+    })
 }
 
 /// Adds a clear message to "database is locked" errors.
@@ -150,12 +223,26 @@ pub fn field_column_list() -> String {
         .join(", ")
 }
 
-/// Binds an optional value with the SQL type of its field.
-pub fn bind_value<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+/// `$from, $from+1, ...`: `count` placeholders, numbered from `from`.
+pub fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds an optional value with the SQL type of its field, on either backend.
+pub fn bind_value<'q, DB: Database>(
+    query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>,
     def: &FieldDef,
     value: Option<&Value>,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+{
     match value {
         Some(Value::Int(n)) => query.bind(*n),
         Some(Value::Text(s)) => query.bind(s.clone()),
@@ -166,11 +253,41 @@ pub fn bind_value<'q>(
     }
 }
 
+/// Test databases: a SQLite file in a temp dir, and a fresh schema of the PostgreSQL server
+/// named by `CUSTLOAD_TEST_POSTGRES_URL` when it is set.
+#[cfg(test)]
+pub(crate) mod testdb {
+    /// The variable naming the PostgreSQL server the tests may use.
+    pub const POSTGRES_VAR: &str = "CUSTLOAD_TEST_POSTGRES_URL";
+
+    /// A URL whose `search_path` is a new, empty schema, or `None` (with a printed notice)
+    /// when no test server is configured.
+    pub async fn postgres_url(test: &str) -> Option<String> {
+        use sqlx::{Connection, Executor};
+        let Ok(base) = std::env::var(POSTGRES_VAR) else {
+            eprintln!("skipped: {test} on PostgreSQL ({POSTGRES_VAR} is not set)");
+            return None;
+        };
+        let schema = format!(
+            "custload_unit_{}_{}",
+            std::process::id(),
+            test.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+        conn.execute(
+            format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}").as_str(),
+        )
+        .await
+        .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::fields::WRITER_COLUMNS;
-    use sqlx::Row;
 
     #[test]
     fn passwords_in_urls_are_masked() {
@@ -182,19 +299,53 @@ mod tests {
         assert_eq!(display_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
+    #[test]
+    fn only_sqlite_and_postgres_urls_are_accepted() {
+        assert_eq!(Backend::of_url("sqlite://a.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("postgresql://h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::of_url("mysql://u:pw@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`mysql`") && !err.contains("pw"), "{err}");
+    }
+
+    fn expected_columns() -> Vec<String> {
+        let mut expected: Vec<String> = FIELDS.iter().map(|d| column_name(d).to_owned()).collect();
+        expected.extend(WRITER_COLUMNS.iter().map(|c| (*c).to_owned()));
+        expected
+    }
+
     #[tokio::test]
-    async fn migration_matches_the_field_catalog() {
+    async fn sqlite_migration_matches_the_field_catalog() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let mut store = Store::open(&url).await.unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 2);
-        let rows = sqlx::query("SELECT name FROM pragma_table_info('customers') ORDER BY cid")
-            .fetch_all(store.conn())
-            .await
-            .unwrap();
-        let columns: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
-        let mut expected: Vec<String> = FIELDS.iter().map(|d| column_name(d).to_owned()).collect();
-        expected.extend(WRITER_COLUMNS.iter().map(|c| (*c).to_owned()));
-        assert_eq!(columns, expected);
+        let sql = "SELECT name FROM pragma_table_info('customers') ORDER BY cid";
+        let columns: Vec<String> =
+            with_conn!(store, c => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap());
+        assert_eq!(columns, expected_columns());
+    }
+
+    #[tokio::test]
+    async fn postgres_migration_matches_the_field_catalog() {
+        let Some(url) = testdb::postgres_url("catalog").await else {
+            return;
+        };
+        let mut store = Store::open(&url).await.unwrap();
+        assert_eq!(store.backend(), Backend::Postgres);
+        assert_eq!(store.schema_version().await.unwrap(), 2);
+        let sql = "SELECT column_name::text FROM information_schema.columns \
+                   WHERE table_name = 'customers' AND table_schema = current_schema() \
+                   ORDER BY ordinal_position";
+        let columns: Vec<String> =
+            with_conn!(store, c => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap());
+        assert_eq!(columns, expected_columns());
+        // Opening again finds the schema up to date.
+        let mut again = Store::open(&url).await.unwrap();
+        assert_eq!(again.schema_version().await.unwrap(), 2);
     }
 }

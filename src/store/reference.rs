@@ -1,10 +1,9 @@
 //! The `desks` and `customer_statuses` tables: upserts from reference files, and the per-run
 //! read into [`RefData`].
 
-use super::Store;
+use super::{with_conn, Store};
 use crate::check::refdata::{DeskState, RefData};
 use crate::reference::{Desk, Status};
-use sqlx::Row;
 
 /// What a reference load did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,30 +32,31 @@ impl Store {
         let mut counts = LoadCounts::default();
         self.begin().await?;
         for d in desks {
-            let existed: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM desks WHERE brand = ? AND desk = ?")
-                    .bind(&d.brand)
-                    .bind(&d.desk)
-                    .fetch_optional(self.conn())
-                    .await?;
-            // -- sqlite
-            let changed = sqlx::query(
-                r#"
-                INSERT INTO desks (desk, brand, name, enabled, archived) VALUES (?, ?, ?, ?, ?)
+            let exists = "SELECT 1 FROM desks WHERE brand = $1 AND desk = $2";
+            let upsert = r#"
+                INSERT INTO desks (desk, brand, name, enabled, archived) VALUES ($1, $2, $3, $4, $5)
                 ON CONFLICT (brand, desk) DO UPDATE
                 SET name = excluded.name, enabled = excluded.enabled, archived = excluded.archived
                 WHERE (desks.name, desks.enabled, desks.archived)
-                      IS NOT (excluded.name, excluded.enabled, excluded.archived)
-                "#,
-            )
-            .bind(&d.desk)
-            .bind(&d.brand)
-            .bind(&d.name)
-            .bind(d.enabled)
-            .bind(d.archived)
-            .execute(self.conn())
-            .await?
-            .rows_affected();
+                      IS DISTINCT FROM (excluded.name, excluded.enabled, excluded.archived)
+                "#;
+            let (existed, changed) = with_conn!(self, c => {
+                let existed: Option<i32> = sqlx::query_scalar(exists)
+                    .bind(&d.brand)
+                    .bind(&d.desk)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                let changed = sqlx::query(upsert)
+                    .bind(&d.desk)
+                    .bind(&d.brand)
+                    .bind(&d.name)
+                    .bind(i64::from(d.enabled))
+                    .bind(i64::from(d.archived))
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                (existed, changed)
+            });
             counts.count(existed.is_some(), changed);
         }
         self.commit().await?;
@@ -72,39 +72,40 @@ impl Store {
         let mut counts = LoadCounts::default();
         self.begin().await?;
         for s in statuses {
-            let existed: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM customer_statuses WHERE id = ?")
-                    .bind(s.id)
-                    .fetch_optional(self.conn())
-                    .await?;
-            // -- sqlite
-            let changed = sqlx::query(
-                r#"
+            let exists = "SELECT 1 FROM customer_statuses WHERE id = $1";
+            let upsert = r#"
                 INSERT INTO customer_statuses
                     (id, brand, type, status_name, status_description, status_color, sort, created_time, updated_time)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                 ON CONFLICT (id) DO UPDATE
                 SET brand = excluded.brand, type = excluded.type, status_name = excluded.status_name,
                     status_description = excluded.status_description, status_color = excluded.status_color,
                     sort = excluded.sort, updated_time = excluded.updated_time
                 WHERE (customer_statuses.brand, customer_statuses.type, customer_statuses.status_name,
                        customer_statuses.status_description, customer_statuses.status_color, customer_statuses.sort)
-                      IS NOT (excluded.brand, excluded.type, excluded.status_name,
+                      IS DISTINCT FROM (excluded.brand, excluded.type, excluded.status_name,
                               excluded.status_description, excluded.status_color, excluded.sort)
-                "#,
-            )
-            .bind(s.id)
-            .bind(&s.brand)
-            .bind(s.status_type)
-            .bind(&s.status_name)
-            .bind(&s.status_description)
-            .bind(&s.status_color)
-            .bind(s.sort)
-            .bind(now)
-            .bind(now)
-            .execute(self.conn())
-            .await?
-            .rows_affected();
+                "#;
+            let (existed, changed) = with_conn!(self, c => {
+                let existed: Option<i32> = sqlx::query_scalar(exists)
+                    .bind(s.id)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                let changed = sqlx::query(upsert)
+                    .bind(s.id)
+                    .bind(&s.brand)
+                    .bind(s.status_type)
+                    .bind(&s.status_name)
+                    .bind(&s.status_description)
+                    .bind(&s.status_color)
+                    .bind(s.sort)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                (existed, changed)
+            });
             counts.count(existed.is_some(), changed);
         }
         self.commit().await?;
@@ -114,27 +115,25 @@ impl Store {
     /// Reads every desk and status once, for a run's checks.
     pub async fn load_refdata(&mut self) -> anyhow::Result<RefData> {
         let mut refdata = RefData::default();
-        for row in sqlx::query("SELECT brand, desk, enabled, archived FROM desks")
-            .fetch_all(self.conn())
-            .await?
-        {
+        let desks: Vec<(String, String, i64, i64)> = with_conn!(self, c => {
+            sqlx::query_as("SELECT brand, desk, enabled, archived FROM desks")
+                .fetch_all(&mut *c)
+                .await?
+        });
+        for (brand, desk, enabled, archived) in desks {
             let state = DeskState {
-                enabled: row.try_get::<i64, _>(2)? != 0,
-                archived: row.try_get::<i64, _>(3)? != 0,
+                enabled: enabled != 0,
+                archived: archived != 0,
             };
-            refdata.add_desk(
-                &row.try_get::<String, _>(0)?,
-                &row.try_get::<String, _>(1)?,
-                state,
-            );
+            refdata.add_desk(&brand, &desk, state);
         }
-        for row in sqlx::query("SELECT id, brand, type FROM customer_statuses")
-            .fetch_all(self.conn())
-            .await?
-        {
-            refdata
-                .statuses
-                .insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        let statuses: Vec<(i64, String, i64)> = with_conn!(self, c => {
+            sqlx::query_as("SELECT id, brand, type FROM customer_statuses")
+                .fetch_all(&mut *c)
+                .await?
+        });
+        for (id, brand, status_type) in statuses {
+            refdata.statuses.insert(id, (brand, status_type));
         }
         Ok(refdata)
     }

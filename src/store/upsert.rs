@@ -6,18 +6,22 @@
 //! `on_duplicate = "last_wins"` a later row is decided against what the earlier one wrote.
 
 use super::resolve::{settle_passwords, Action, Assignment, Resolver, Stored};
-use super::{bind_value, field_column_list, quoted_column, Store};
+use super::retry::{backoff, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
+use super::{
+    bind_value, field_column_list, placeholders, quoted_column, with_conn, Backend, Store,
+};
 use crate::check::issue::{Code, Issue};
 use crate::check::rules::{email_key, RuleContext};
 use crate::check::Checked;
 use crate::config::{EmptyPolicy, OnDuplicate};
 use crate::record::fields::{ids::IDS, FIELDS};
 use crate::record::Value;
+use sqlx::Executor;
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Keys per `IN (...)` list, well under SQLite's bound-parameter limit.
+/// Keys per `IN (...)` list, well under both backends' bound-parameter limits.
 const IN_CHUNK: usize = 5000;
 
 /// What a row did.
@@ -135,17 +139,63 @@ impl RunState {
 
 impl Store {
     /// Decides and writes a batch; `rows` gain any issues found here.
+    ///
+    /// The batch runs from a savepoint. When another writer gets in the way (a deadlock, or a
+    /// key it inserted since this batch read the table) the batch is rolled back to it and
+    /// decided again against what is now committed, up to [`MAX_CONFLICTS`] times; a row the
+    /// database refuses is rejected and the rest of the batch tried again.
     pub async fn write_batch(
         &mut self,
         rows: &mut [Checked],
         opts: &WriteOptions<'_>,
         state: &mut RunState,
     ) -> anyhow::Result<Vec<RowOutcome>> {
-        let mut outcomes = vec![RowOutcome::Rejected; rows.len()];
-        for segment in segments(rows, opts, state) {
-            self.write_segment(rows, &segment, opts, &mut outcomes)
-                .await?;
-        }
+        let segments = segments(rows, opts, state);
+        let marks: Vec<usize> = rows.iter().map(|r| r.issues.len()).collect();
+        let mut refused: Vec<(usize, Issue)> = Vec::new();
+        let mut conflicts = 0;
+        let mut outcomes = loop {
+            self.savepoint().await?;
+            let mut outcomes = vec![RowOutcome::Rejected; rows.len()];
+            let mut attempt = Ok(());
+            for segment in &segments {
+                attempt = self.write_segment(rows, segment, opts, &mut outcomes).await;
+                if attempt.is_err() {
+                    break;
+                }
+            }
+            let stop = match attempt {
+                Ok(()) => {
+                    self.release_savepoint().await?;
+                    break outcomes;
+                }
+                Err(stop) => stop,
+            };
+            self.rollback_to_savepoint().await?;
+            for (row, mark) in rows.iter_mut().zip(&marks) {
+                row.issues.truncate(*mark);
+            }
+            match stop {
+                Stop::Fatal(e) => return Err(e),
+                Stop::Refused { row, issue } => refused.push((row, issue)),
+                Stop::Conflict { row, error } => {
+                    conflicts += 1;
+                    if conflicts > MAX_CONFLICTS {
+                        let Some(row) = row else {
+                            return Err(anyhow::Error::new(error).context(format!(
+                                "the batch kept conflicting with another writer ({MAX_CONFLICTS} retries)"
+                            )));
+                        };
+                        refused.push((row, conflict_issue(&error)));
+                    } else {
+                        tokio::time::sleep(backoff(conflicts)).await;
+                    }
+                }
+            }
+            for (row, issue) in &refused {
+                rows[*row].issues.push(issue.clone());
+            }
+        };
         for (row, outcome) in rows.iter().zip(outcomes.iter_mut()) {
             if !row.external_id.is_empty() {
                 *outcome = state.list(&row.external_id, *outcome);
@@ -160,7 +210,13 @@ impl Store {
         segment: &[usize],
         opts: &WriteOptions<'_>,
         outcomes: &mut [RowOutcome],
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Stop> {
+        // A row the database refused in an earlier attempt stays rejected.
+        let segment: Vec<usize> = segment
+            .iter()
+            .copied()
+            .filter(|&i| !rows[i].is_rejected())
+            .collect();
         let ext_ids: Vec<&str> = segment
             .iter()
             .map(|&i| rows[i].external_id.as_str())
@@ -193,9 +249,23 @@ impl Store {
             outcomes[i] = self
                 .execute(&rows[i].external_id, action, opts)
                 .await
-                .or_else(|err| row_failure(err, &mut rows[i]))?;
+                .map_err(|e| row_stop(e, i))?;
         }
         Ok(())
+    }
+
+    async fn savepoint(&mut self) -> anyhow::Result<()> {
+        self.run_control(&format!("SAVEPOINT {SAVEPOINT}")).await
+    }
+
+    async fn release_savepoint(&mut self) -> anyhow::Result<()> {
+        self.run_control(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+            .await
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
+        self.run_control(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+            .await
     }
 
     async fn execute(
@@ -252,28 +322,41 @@ impl Store {
             ]
             .map(String::from),
         );
-        let marks = vec!["?"; columns.len()].join(", ");
-        // -- sqlite
         let sql = format!(
-            "INSERT INTO customers ({}) VALUES ({marks}) RETURNING customer_id",
-            columns.join(", ")
+            "INSERT INTO customers ({}) VALUES ({}) RETURNING customer_id",
+            columns.join(", "),
+            placeholders(1, columns.len())
         );
-        let mut q = sqlx::query(&sql).bind(external_id);
-        if let Some(id) = customer_id {
-            q = q.bind(id);
+        let id: i64 = with_conn!(self, c => {
+            let mut q = sqlx::query_scalar(&sql).bind(external_id);
+            if let Some(id) = customer_id {
+                q = q.bind(id);
+            }
+            for (f, v) in values {
+                q = bind_scalar_value(q, &FIELDS[*f], v.as_ref());
+            }
+            q.bind(opts.now)
+                .bind(opts.now)
+                .bind(opts.manager_id)
+                .bind(opts.manager_id)
+                .bind(key)
+                .fetch_one(&mut *c)
+                .await?
+        });
+        if customer_id.is_some() && self.backend() == Backend::Postgres {
+            self.advance_id_sequence().await?;
         }
-        for (f, v) in values {
-            q = bind_value(q, &FIELDS[*f], v.as_ref());
-        }
-        let row = q
-            .bind(opts.now)
-            .bind(opts.now)
-            .bind(opts.manager_id)
-            .bind(opts.manager_id)
-            .bind(key)
-            .fetch_one(self.conn())
-            .await?;
-        row.try_get(0)
+        Ok(id)
+    }
+
+    /// After an explicit customer_id, moves PostgreSQL's id sequence past it so the ids it
+    /// assigns later stay free (SQLite assigns max + 1 by itself). The sequence never moves
+    /// back, so a concurrent writer's ids stay valid too.
+    async fn advance_id_sequence(&mut self) -> Result<(), sqlx::Error> {
+        let sql = "SELECT setval(pg_get_serial_sequence('customers', 'customer_id'), \
+                   GREATEST((SELECT MAX(customer_id) FROM customers), \
+                            (SELECT last_value FROM customers_customer_id_seq)))";
+        with_conn!(self, c => c.execute(sql).await.map(|_| ()))
     }
 
     async fn update(
@@ -285,54 +368,66 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         let mut sets: Vec<String> = changes
             .iter()
-            .map(|(f, _)| format!("{} = ?", quoted_column(&FIELDS[*f])))
+            .map(|(f, _)| quoted_column(&FIELDS[*f]))
+            .chain(["updated_time".into(), "updated_by".into()])
             .collect();
-        sets.push("updated_time = ?".into());
-        sets.push("updated_by = ?".into());
         if key.is_some() {
-            sets.push("email_key = ?".into());
+            sets.push("email_key".into());
         }
-        // -- sqlite
+        let assignments: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .map(|(n, column)| format!("{column} = ${}", n + 1))
+            .collect();
         let sql = format!(
-            "UPDATE customers SET {} WHERE customer_id = ?",
-            sets.join(", ")
+            "UPDATE customers SET {} WHERE customer_id = ${}",
+            assignments.join(", "),
+            sets.len() + 1
         );
-        let mut q = sqlx::query(&sql);
-        for (f, v) in changes {
-            q = bind_value(q, &FIELDS[*f], v.as_ref());
-        }
-        q = q.bind(opts.now).bind(opts.manager_id);
-        if let Some(k) = key {
-            q = q.bind(k);
-        }
-        q.bind(customer_id).execute(self.conn()).await?;
+        with_conn!(self, c => {
+            let mut q = sqlx::query(&sql);
+            for (f, v) in changes {
+                q = bind_value(q, &FIELDS[*f], v.as_ref());
+            }
+            q = q.bind(opts.now).bind(opts.manager_id);
+            if let Some(k) = &key {
+                q = q.bind(k.clone());
+            }
+            q.bind(customer_id).execute(&mut *c).await?;
+        });
         Ok(())
     }
 
-    /// The stored customers with these external_ids.
+    /// The stored customers with these external_ids. On PostgreSQL the rows are locked for
+    /// update until the transaction ends (in a fixed order, to keep deadlocks rare), so a
+    /// concurrent run cannot change them between this read and the writes decided from it.
     pub async fn fetch_stored(
         &mut self,
         ext_ids: &[&str],
-    ) -> anyhow::Result<HashMap<String, Stored>> {
+    ) -> Result<HashMap<String, Stored>, sqlx::Error> {
+        let lock = match self.backend() {
+            Backend::Sqlite => "",
+            Backend::Postgres => " ORDER BY external_id FOR UPDATE",
+        };
         let mut out = HashMap::with_capacity(ext_ids.len());
         for chunk in ext_ids.chunks(IN_CHUNK) {
-            // -- sqlite
             let sql = format!(
-                "SELECT {} FROM customers WHERE external_id IN ({})",
+                "SELECT {} FROM customers WHERE external_id IN ({}){lock}",
                 field_column_list(),
-                vec!["?"; chunk.len()].join(", ")
+                placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(self.conn()).await? {
-                let stored = stored_from_row(&row)?;
-                let ext = match &stored.values[IDS.external_id] {
-                    Some(Value::Text(t)) => t.clone(),
-                    _ => continue,
-                };
-                out.insert(ext, stored);
+            let stored: Vec<Stored> = with_conn!(self, c => {
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                let rows = q.fetch_all(&mut *c).await?;
+                rows.iter().map(stored_from_row).collect::<Result<_, _>>()?
+            });
+            for s in stored {
+                if let Some(Value::Text(ext)) = &s.values[IDS.external_id] {
+                    out.insert(ext.clone(), s);
+                }
             }
         }
         Ok(out)
@@ -341,46 +436,52 @@ impl Store {
     async fn fetch_email_owners(
         &mut self,
         keys: &[String],
-    ) -> anyhow::Result<HashMap<String, Option<String>>> {
+    ) -> Result<HashMap<String, Option<String>>, sqlx::Error> {
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(IN_CHUNK) {
-            // -- sqlite
             let sql = format!(
                 "SELECT email_key, external_id FROM customers WHERE email_key IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
-            for k in chunk {
-                q = q.bind(k.as_str());
-            }
-            for row in q.fetch_all(self.conn()).await? {
-                out.insert(row.try_get(0)?, Some(row.try_get(1)?));
-            }
+            let owners: Vec<(String, String)> = with_conn!(self, c => {
+                let mut q = sqlx::query_as(&sql);
+                for k in chunk {
+                    q = q.bind(k.as_str());
+                }
+                q.fetch_all(&mut *c).await?
+            });
+            out.extend(owners.into_iter().map(|(k, ext)| (k, Some(ext))));
         }
         Ok(out)
     }
 
-    async fn fetch_id_owners(&mut self, ids: &[i64]) -> anyhow::Result<HashMap<i64, String>> {
+    async fn fetch_id_owners(&mut self, ids: &[i64]) -> Result<HashMap<i64, String>, sqlx::Error> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(IN_CHUNK) {
-            // -- sqlite
             let sql = format!(
                 "SELECT customer_id, external_id FROM customers WHERE customer_id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(self.conn()).await? {
-                out.insert(row.try_get(0)?, row.try_get(1)?);
-            }
+            let owners: Vec<(i64, String)> = with_conn!(self, c => {
+                let mut q = sqlx::query_as(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(&mut *c).await?
+            });
+            out.extend(owners);
         }
         Ok(out)
     }
 }
 
-fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Stored> {
+/// A stored customer from a row of [`field_column_list`], on either backend.
+fn stored_from_row<R: Row>(row: &R) -> Result<Stored, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let mut values = Vec::with_capacity(FIELDS.len());
     for (i, def) in FIELDS.iter().enumerate() {
         let v = if def.kind.is_integer() {
@@ -392,12 +493,38 @@ fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Stored> {
     }
     let customer_id = match values[IDS.customer_id] {
         Some(Value::Int(id)) => id,
-        _ => anyhow::bail!("a stored customer has no customer_id"),
+        _ => {
+            return Err(sqlx::Error::Decode(
+                "a stored customer has no customer_id".into(),
+            ))
+        }
     };
     Ok(Stored {
         customer_id,
         values,
     })
+}
+
+/// [`bind_value`] for a scalar query.
+fn bind_scalar_value<'q, DB: sqlx::Database, O>(
+    query: sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    def: &crate::record::fields::FieldDef,
+    value: Option<&Value>,
+) -> sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    match value {
+        Some(Value::Int(n)) => query.bind(*n),
+        Some(Value::Text(s)) => query.bind(s.clone()),
+        // The writer hashes every secret before binding; a clear password never reaches SQL.
+        Some(Value::Secret(_)) => query.bind(None::<String>),
+        None if def.kind.is_integer() => query.bind(None::<i64>),
+        None => query.bind(None::<String>),
+    }
 }
 
 /// Applies the run's repeated-external_id policy and cuts the accepted rows into segments in
@@ -460,39 +587,4 @@ fn segments(
     }
     out.retain(|s| !s.is_empty());
     out
-}
-
-/// Turns a constraint violation on one row into that row's error; anything else is fatal.
-fn row_failure(err: sqlx::Error, row: &mut Checked) -> anyhow::Result<RowOutcome> {
-    let sqlx::Error::Database(db) = &err else {
-        return Err(anyhow::Error::new(err).context("writing a customer failed"));
-    };
-    let message = db.message().to_owned();
-    // SQLite's extended result codes keep the primary code in the low byte: 19 is
-    // SQLITE_CONSTRAINT (unique, check, not null, foreign key, trigger RAISE).
-    let constraint = db
-        .code()
-        .and_then(|c| c.parse::<i64>().ok())
-        .is_some_and(|c| c & 0xff == 19);
-    let issue = if matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation) {
-        let field = ["email", "external_id", "customer_id"]
-            .into_iter()
-            .find(|f| message.contains(f))
-            .unwrap_or("record");
-        Issue::new(
-            Code::RetDuplicateRecord,
-            field,
-            format!("{field} was taken by another writer at the same time"),
-        )
-    } else if constraint {
-        Issue::new(
-            Code::RetError,
-            "record",
-            format!("the database refused the row: {message}"),
-        )
-    } else {
-        return Err(anyhow::Error::new(err).context("writing a customer failed"));
-    };
-    row.issues.push(issue);
-    Ok(RowOutcome::Rejected)
 }
