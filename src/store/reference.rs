@@ -50,8 +50,8 @@ impl Store {
                     .bind(&d.desk)
                     .bind(&d.brand)
                     .bind(&d.name)
-                    .bind(i64::from(d.enabled))
-                    .bind(i64::from(d.archived))
+                    .bind(d.enabled)
+                    .bind(d.archived)
                     .execute(&mut *c)
                     .await?
                     .rows_affected();
