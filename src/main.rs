@@ -25,5 +25,18 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line (`{:#}`), newlines folded so a scheduler's log keeps it whole.
 fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace(['\n', '\r'], " ")
+    // Some errors (sqlx's among them) repeat their source in their own message; a cause the
+    // line already ends with is not printed twice.
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace(['\n', '\r'], " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -106,6 +106,7 @@ pub async fn execute(
         pool: &pool,
         inputs: &input_names,
         refdata: &refdata,
+        dry_run: plan.verify_only,
     };
     let mut state = RunState::default();
     let ending = write_all(

@@ -21,8 +21,17 @@ use sqlx::{ConnectOptions, Connection, Database, Encode, Executor, Type};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How long a write waits for another process's lock before the run fails with a clear message.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write waits for another process's lock on a SQLite file before the run fails with
+/// a clear message, unless `CUSTLOAD_LOCK_TIMEOUT` (seconds) says otherwise.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SQLite lock wait: [`DEFAULT_LOCK_TIMEOUT`] or `CUSTLOAD_LOCK_TIMEOUT` seconds.
+fn lock_timeout() -> Duration {
+    std::env::var("CUSTLOAD_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_LOCK_TIMEOUT, Duration::from_secs)
+}
 
 /// How long connecting to a database server may take before the run gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -175,7 +184,7 @@ async fn connect(url: &str, backend: Backend) -> anyhow::Result<Conn> {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(BUSY_TIMEOUT)
+                .busy_timeout(lock_timeout())
                 .foreign_keys(true);
             Conn::Sqlite(SqliteConnection::connect_with(&options).await?)
         }
@@ -201,8 +210,8 @@ fn lock_context(err: sqlx::Error, url: &str) -> anyhow::Error {
     let err = anyhow::Error::new(err);
     if locked {
         err.context(format!(
-            "database {url} stayed locked by another process for {}s",
-            BUSY_TIMEOUT.as_secs()
+            "database {url} stayed locked by another process for {}s (CUSTLOAD_LOCK_TIMEOUT)",
+            lock_timeout().as_secs()
         ))
     } else {
         err.context(format!("database {url} failed"))
@@ -282,6 +291,17 @@ pub(crate) mod testdb {
         let sep = if base.contains('?') { '&' } else { '?' };
         Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
     }
+
+    /// Drops the schema a [`postgres_url`] made.
+    pub async fn drop_schema(url: &str) {
+        use sqlx::{Connection, Executor};
+        let schema = url.rsplit("search_path%3D").next().unwrap_or_default();
+        let base = std::env::var(POSTGRES_VAR).unwrap();
+        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+        conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
 }
 
 #[cfg(test)]
@@ -347,5 +367,7 @@ mod tests {
         // Opening again finds the schema up to date.
         let mut again = Store::open(&url).await.unwrap();
         assert_eq!(again.schema_version().await.unwrap(), 2);
+        drop((store, again));
+        testdb::drop_schema(&url).await;
     }
 }

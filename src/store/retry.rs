@@ -75,8 +75,9 @@ pub fn classify(error: &sqlx::Error) -> Class {
     match code.as_ref() {
         // serialization_failure, deadlock_detected, lock_not_available
         "40001" | "40P01" | "55P03" => Class::Conflict,
-        // integrity constraints and data exceptions (e.g. a NUL byte in text)
-        c if c.starts_with("23") || c.starts_with("22") => Class::Refused,
+        // integrity constraints, data exceptions (e.g. a NUL byte in text), and a trigger's
+        // RAISE EXCEPTION (raise_exception): the database's own rules refusing the row
+        c if c.starts_with("23") || c.starts_with("22") || c == "P0001" => Class::Refused,
         // SQLite's extended result codes keep the primary code in the low byte: 19 is
         // SQLITE_CONSTRAINT (check, not null, foreign key, trigger RAISE).
         c => match c.parse::<i64>() {

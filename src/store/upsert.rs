@@ -94,6 +94,8 @@ pub struct WriteOptions<'a> {
     pub inputs: &'a crate::input::InputNames,
     /// Desks and statuses, read once at the start of the run.
     pub refdata: &'a crate::check::refdata::RefData,
+    /// A verify-only run: everything is rolled back at the end.
+    pub dry_run: bool,
 }
 
 /// What the writer remembers across batches of one run.
@@ -105,6 +107,11 @@ pub struct RunState {
     seen: HashMap<u128, Seen>,
     /// Rows replaced under `last_wins`, in the order found.
     superseded: Vec<Superseded>,
+    /// In a dry run on PostgreSQL: the next id the database's sequence would assign. A dry run
+    /// assigns ids itself, as the sequence would, because a sequence is not transactional: a
+    /// rolled-back dry run that drew from it would change the ids (and so the explicit
+    /// customer_id checks) of the real run it is meant to predict.
+    next_simulated_id: Option<i64>,
 }
 
 impl RunState {
@@ -159,7 +166,9 @@ impl Store {
             let mut outcomes = vec![RowOutcome::Rejected; rows.len()];
             let mut attempt = Ok(());
             for segment in &segments {
-                attempt = self.write_segment(rows, segment, opts, &mut outcomes).await;
+                attempt = self
+                    .write_segment(rows, segment, opts, &mut outcomes, state)
+                    .await;
                 if attempt.is_err() {
                     break;
                 }
@@ -210,6 +219,7 @@ impl Store {
         segment: &[usize],
         opts: &WriteOptions<'_>,
         outcomes: &mut [RowOutcome],
+        state: &mut RunState,
     ) -> Result<(), Stop> {
         // A row the database refused in an earlier attempt stays rejected.
         let segment: Vec<usize> = segment
@@ -247,7 +257,7 @@ impl Store {
         opts.pool.install(|| settle_passwords(&mut actions))?;
         for (&i, action) in segment.iter().zip(actions) {
             outcomes[i] = self
-                .execute(&rows[i].external_id, action, opts)
+                .execute(&rows[i].external_id, action, opts, state)
                 .await
                 .map_err(|e| row_stop(e, i))?;
         }
@@ -273,6 +283,7 @@ impl Store {
         external_id: &str,
         action: Action,
         opts: &WriteOptions<'_>,
+        state: &mut RunState,
     ) -> Result<RowOutcome, sqlx::Error> {
         match action {
             Action::Insert {
@@ -281,7 +292,7 @@ impl Store {
                 email_key,
             } => {
                 let id = self
-                    .insert(external_id, customer_id, &values, email_key, opts)
+                    .insert(external_id, customer_id, &values, email_key, opts, state)
                     .await?;
                 Ok(RowOutcome::Added(id))
             }
@@ -306,7 +317,13 @@ impl Store {
         values: &[Assignment],
         key: Option<String>,
         opts: &WriteOptions<'_>,
+        state: &mut RunState,
     ) -> Result<i64, sqlx::Error> {
+        let simulate = opts.dry_run && self.backend() == Backend::Postgres;
+        let customer_id = match customer_id {
+            None if simulate => Some(self.simulated_id(state).await?),
+            given => given,
+        };
         let mut columns = vec!["\"external_id\"".to_owned()];
         if customer_id.is_some() {
             columns.push("\"customer_id\"".to_owned());
@@ -343,10 +360,25 @@ impl Store {
                 .fetch_one(&mut *c)
                 .await?
         });
-        if customer_id.is_some() && self.backend() == Backend::Postgres {
+        if simulate {
+            let next = state.next_simulated_id.unwrap_or(1);
+            state.next_simulated_id = Some(next.max(id.saturating_add(1)));
+        } else if customer_id.is_some() && self.backend() == Backend::Postgres {
             self.advance_id_sequence().await?;
         }
         Ok(id)
+    }
+
+    /// The id PostgreSQL's sequence would assign next, without drawing from it.
+    async fn simulated_id(&mut self, state: &mut RunState) -> Result<i64, sqlx::Error> {
+        if state.next_simulated_id.is_none() {
+            let sql = "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END \
+                       FROM customers_customer_id_seq";
+            let next: i64 =
+                with_conn!(self, c => sqlx::query_scalar(sql).fetch_one(&mut *c).await?);
+            state.next_simulated_id = Some(next);
+        }
+        Ok(state.next_simulated_id.unwrap_or(1))
     }
 
     /// After an explicit customer_id, moves PostgreSQL's id sequence past it so the ids it

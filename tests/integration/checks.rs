@@ -23,7 +23,6 @@ fn checked_report() -> serde_json::Value {
     checked_run().1
 }
 
-#[test]
 fn every_error_has_its_code_field_and_line() {
     let report = checked_report();
     assert_eq!(report["status"], "partial");
@@ -65,7 +64,6 @@ fn every_error_has_its_code_field_and_line() {
     assert_eq!(report["summary"]["rejected"], expected.len());
 }
 
-#[test]
 fn warnings_keep_the_row() {
     let report = checked_report();
     assert_eq!(
@@ -96,7 +94,6 @@ fn warnings_keep_the_row() {
     assert_eq!(report["summary"]["with_warnings"], 6);
 }
 
-#[test]
 fn details_quote_values_except_sensitive_ones() {
     let report = checked_report();
     let text = report["detail"].to_string();
@@ -117,7 +114,6 @@ fn details_quote_values_except_sensitive_ones() {
     assert!(!text.contains("2999"), "birth dates are never quoted");
 }
 
-#[test]
 fn normalized_values_are_stored_normalized() {
     let (env, report) = checked_run();
     let rows = env.query("SELECT external_id, desk, citizenship, phone, kyc_status FROM customers WHERE external_id IN ('W-desk', 'W-country', 'W-phone', 'W-phone-bad', 'OK-kyc') ORDER BY external_id");
@@ -139,7 +135,6 @@ fn normalized_values_are_stored_normalized() {
     );
 }
 
-#[test]
 fn reference_load_upserts_and_reports_counts() {
     let env = TestEnv::with_config("");
     let run = env.run(&["reference", "load", "desks", &data("desks.csv")]);
@@ -178,7 +173,6 @@ fn reference_load_upserts_and_reports_counts() {
     );
 }
 
-#[test]
 fn redact_values_quotes_nothing() {
     let env = TestEnv::with_config("[pipelines.customers]\nredact_values = true\n");
     assert_eq!(
@@ -200,7 +194,6 @@ fn redact_values_quotes_nothing() {
     );
 }
 
-#[test]
 fn map_and_date_format_errors_name_the_field() {
     let env = TestEnv::with_config(
         r#"
@@ -245,7 +238,6 @@ const AUTO_DATES: &str = r#"
 "Geb" = { field = "birth_date", date_format = "auto" }
 "#;
 
-#[test]
 fn auto_dates_decide_one_order_per_column() {
     // Line 2 is ambiguous, line 3 shows day-first, line 4 contradicts it. One-row batches prove
     // the order is decided before line 2 is checked.
@@ -289,7 +281,6 @@ fn auto_dates_decide_one_order_per_column() {
     }
 }
 
-#[test]
 fn an_all_ambiguous_column_asks_for_a_date_format() {
     let env = TestEnv::with_config(AUTO_DATES);
     let file = env.write(
@@ -322,15 +313,21 @@ fn an_all_ambiguous_column_asks_for_a_date_format() {
     );
 }
 
-#[test]
 fn a_row_the_database_refuses_is_ret_error_and_the_run_goes_on() {
     let env = TestEnv::with_config("[pipelines.customers]\n");
     assert_eq!(env.run(&["migrate"]).code, 0);
-    crate::util::execute(
-        &env.db(),
-        "CREATE TRIGGER refuse BEFORE INSERT ON customers WHEN NEW.external_id = 'C-003'
-         BEGIN SELECT RAISE(ABORT, 'blocked by a compliance hold'); END;",
-    );
+    env.execute(match crate::util::backend() {
+        crate::util::Backend::Sqlite => {
+            "CREATE TRIGGER refuse BEFORE INSERT ON customers WHEN NEW.external_id = 'C-003'
+             BEGIN SELECT RAISE(ABORT, 'blocked by a compliance hold'); END;"
+        }
+        crate::util::Backend::Postgres => {
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'blocked by a compliance hold'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON customers FOR EACH ROW
+             WHEN (NEW.external_id = 'C-003') EXECUTE FUNCTION refuse();"
+        }
+    });
     let run = env.run(&[
         "run",
         "customers",
@@ -351,7 +348,6 @@ fn a_row_the_database_refuses_is_ret_error_and_the_run_goes_on() {
     assert_eq!(ids(&report, "added"), ["C-001", "C-002", "C-004", "C-005"]);
 }
 
-#[test]
 fn shipped_reference_samples_load() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["reference", "load", "desks", "samples/desks.csv"]);
@@ -369,3 +365,17 @@ fn shipped_reference_samples_load() {
         run.stderr
     );
 }
+
+crate::on_both_backends!(
+    every_error_has_its_code_field_and_line,
+    warnings_keep_the_row,
+    details_quote_values_except_sensitive_ones,
+    normalized_values_are_stored_normalized,
+    reference_load_upserts_and_reports_counts,
+    redact_values_quotes_nothing,
+    map_and_date_format_errors_name_the_field,
+    auto_dates_decide_one_order_per_column,
+    an_all_ambiguous_column_asks_for_a_date_format,
+    a_row_the_database_refuses_is_ret_error_and_the_run_goes_on,
+    shipped_reference_samples_load,
+);

@@ -249,3 +249,114 @@ fn every_subcommand_has_help() {
         assert!(run.stdout.contains("Usage"), "{sub}: {}", run.stdout);
     }
 }
+
+/// Asserts a run stopped with exit 2 and one line that masks `password`.
+fn assert_one_masked_line(run: &crate::util::Run, password: &str) -> String {
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(!line.contains(password), "the password leaked: {line}");
+    assert!(!line.contains("panicked"), "{line}");
+    assert!(run.stdout.is_empty() || !run.stdout.contains(password));
+    line.to_owned()
+}
+
+#[test]
+fn unreachable_database_server_is_one_line_with_the_password_masked() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    let url = "postgres://loader:hunter2-secret@127.0.0.1:1/crm";
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--database",
+        url,
+    ]);
+    let line = assert_one_masked_line(&run, "hunter2-secret");
+    assert!(
+        line.contains("postgres://loader:****@127.0.0.1:1/crm"),
+        "{line}"
+    );
+    assert!(!env.path("customers-1.report.json").exists());
+    let run = env.run(&["runs", "--database", url]);
+    assert_one_masked_line(&run, "hunter2-secret");
+}
+
+#[test]
+fn unknown_database_scheme_is_refused() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let url = "mysql://root:topsecret9@127.0.0.1/test";
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--database",
+        url,
+    ]);
+    let line = assert_one_masked_line(&run, "topsecret9");
+    assert!(
+        line.contains("unsupported database URL scheme `mysql`"),
+        "{line}"
+    );
+}
+
+#[test]
+fn wrong_postgres_credentials_are_one_line_with_the_password_masked() {
+    let Ok(base) = std::env::var(crate::util::POSTGRES_VAR) else {
+        eprintln!(
+            "skipped: wrong_postgres_credentials on PostgreSQL ({} is not set)",
+            crate::util::POSTGRES_VAR
+        );
+        return;
+    };
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_username("no_such_role_custload").unwrap();
+    url.set_password(Some("wrong-pass-42")).unwrap();
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("customers_v1.csv"),
+        "--database",
+        url.as_str(),
+    ]);
+    let line = assert_one_masked_line(&run, "wrong-pass-42");
+    assert!(line.contains("no_such_role_custload:****@"), "{line}");
+    assert!(
+        line.contains("no_such_role_custload\" does not exist"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_sqlite_file_locked_by_another_process_is_a_clear_error() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    assert_eq!(env.run(&["migrate"]).code, 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Another writer holds the write lock for the whole run.
+    let mut holder = rt.block_on(async {
+        use sqlx::{Connection, Executor};
+        let url = format!("sqlite://{}", env.db().display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        conn.execute("BEGIN IMMEDIATE").await.unwrap();
+        conn
+    });
+    let out = env
+        .cmd()
+        .args(["run", "customers", &data("customers_v1.csv")])
+        .env("CUSTLOAD_LOCK_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    let run = crate::util::Run::from(out);
+    let line = assert_one_masked_line(&run, "no password here");
+    assert!(line.contains("locked"), "{line}");
+    rt.block_on(async {
+        use sqlx::Executor;
+        holder.execute("ROLLBACK").await.unwrap();
+    });
+    assert_eq!(crate::util::try_count(&env.db(), "customers"), Some(0));
+}

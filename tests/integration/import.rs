@@ -10,7 +10,6 @@ fn customers_env(extra: &str) -> TestEnv {
     TestEnv::with_config(&format!("{CUSTOMERS}{extra}"))
 }
 
-#[test]
 fn first_load_inserts_every_row_and_reports_their_ids() {
     let env = customers_env("");
     let run = env.run(&[
@@ -34,7 +33,7 @@ fn first_load_inserts_every_row_and_reports_their_ids() {
     assert_eq!(report["summary"]["rows"], 5);
     assert_eq!(report["summary"]["added"], 5);
     assert_eq!(report["run"]["pipeline"], "customers");
-    assert_eq!(report["run"]["database"], "sqlite://custload.db");
+    assert_eq!(report["run"]["database"], env.database_url());
     let db_ids: Vec<i64> = env
         .query("SELECT customer_id FROM customers ORDER BY external_id")
         .iter()
@@ -70,7 +69,6 @@ fn first_load_inserts_every_row_and_reports_their_ids() {
     );
 }
 
-#[test]
 fn rerun_is_all_unchanged_and_touches_nothing() {
     let env = customers_env("");
     assert_eq!(
@@ -105,7 +103,6 @@ fn rerun_is_all_unchanged_and_touches_nothing() {
     );
 }
 
-#[test]
 fn changed_file_reports_exact_updates_and_additions() {
     let env = customers_env("");
     assert_eq!(
@@ -155,7 +152,6 @@ fn changed_file_reports_exact_updates_and_additions() {
     );
 }
 
-#[test]
 fn empty_clear_empties_stored_values() {
     let env = customers_env("empty = \"clear\"\n");
     assert_eq!(
@@ -197,7 +193,6 @@ fn empty_clear_empties_stored_values() {
     );
 }
 
-#[test]
 fn verify_only_writes_nothing_and_predicts_the_real_run() {
     let env = customers_env("");
     assert_eq!(
@@ -252,7 +247,6 @@ fn verify_only_writes_nothing_and_predicts_the_real_run() {
     assert_eq!(runs[1], json!({"verify_only": 1, "status": "ok"}));
 }
 
-#[test]
 fn verify_only_on_a_fresh_database_leaves_no_customer() {
     let env = TestEnv::with_config(CUSTOMERS);
     let run = env.run(&[
@@ -283,7 +277,6 @@ fn verify_only_on_a_fresh_database_leaves_no_customer() {
     assert_eq!(ids(&dry, "added"), ids(&real, "added"));
 }
 
-#[test]
 fn all_or_nothing_rolls_back_everything_when_a_row_is_rejected() {
     let env = TestEnv::with_config(CUSTOMERS);
     let run = env.run(&[
@@ -322,7 +315,6 @@ fn all_or_nothing_rolls_back_everything_when_a_row_is_rejected() {
     assert_eq!(env.query("SELECT COUNT(*) AS n FROM customers")[0]["n"], 5);
 }
 
-#[test]
 fn small_batches_commit_separately_and_keep_order() {
     let env = TestEnv::with_config(CUSTOMERS);
     let run = env.run(&[
@@ -357,7 +349,6 @@ fn small_batches_commit_separately_and_keep_order() {
     assert_eq!(ids(&small, "added"), ids(&big, "added"));
 }
 
-#[test]
 fn last_wins_lists_each_customer_once_and_warns_the_earlier_rows() {
     // The same file in one batch and in one-row batches: repeats across batches behave alike.
     for batch in ["1000", "1"] {
@@ -431,7 +422,6 @@ fn last_wins_lists_each_customer_once_and_warns_the_earlier_rows() {
     }
 }
 
-#[test]
 fn verify_only_matches_the_real_run_under_policies() {
     let file = "external_id,full_name,email\nC1,Ann,a@x.com\nC2,Bob,d2@x.com\nC3,Cy,bad@\nC4,Di,bad2@\nC5,Ed,e@x.com\n";
     for (extra, args) in [
@@ -465,7 +455,6 @@ fn verify_only_matches_the_real_run_under_policies() {
     }
 }
 
-#[test]
 fn several_inputs_name_the_input_in_detail() {
     let env = TestEnv::with_config(CUSTOMERS);
     let a = env.write(
@@ -498,7 +487,6 @@ fn several_inputs_name_the_input_in_detail() {
     );
 }
 
-#[test]
 fn max_rejected_stops_the_run_with_exit_3() {
     let env = customers_env("max_rejected = 2\n");
     let run = env.run(&[
@@ -519,7 +507,6 @@ fn max_rejected_stops_the_run_with_exit_3() {
     assert_eq!(report["summary"]["added"], 0);
 }
 
-#[test]
 fn passwords_are_stored_as_argon2id_and_never_echoed() {
     let env = customers_env("");
     let run = env.run(&[
@@ -556,11 +543,11 @@ fn passwords_are_stored_as_argon2id_and_never_echoed() {
         assert!(!text.contains("s3cret-pass"));
         assert!(!text.contains("argon2"));
     }
-    let db = std::fs::read(env.db()).unwrap();
+    let db = env.database_bytes();
+    assert!(db.len() > 1000, "the database holds the rows");
     assert!(!db.windows(11).any(|w| w == b"s3cret-pass"));
 }
 
-#[test]
 fn shipped_sample_imports_with_the_readme_command() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["run", "legacy_crm", "--report", "sample.json"]);
@@ -581,7 +568,6 @@ fn shipped_sample_imports_with_the_readme_command() {
     assert_eq!(env.report("again.json")["summary"]["unchanged"], 306);
 }
 
-#[test]
 fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
     let env = TestEnv::with_config(CUSTOMERS);
     let mut csv = String::from("external_id,full_name,email\n");
@@ -589,9 +575,8 @@ fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
         csv.push_str(&format!("I-{i},Name {i},user{i}@example.com\n"));
     }
     let file = env.write("big.csv", csv);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("custload"))
-        .current_dir(env.dir.path())
-        .env_remove("CUSTLOAD_DATABASE_URL")
+    let child = env
+        .spawnable()
         .args([
             "run",
             "customers",
@@ -606,7 +591,7 @@ fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
         .unwrap();
     // Wait until some batches are committed, then interrupt.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while crate::util::try_count(&env.db(), "customers").unwrap_or(0) == 0 {
+    while env.try_count("customers").unwrap_or(0) == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "no batch committed in time"
@@ -638,3 +623,21 @@ fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
         "interrupted"
     );
 }
+
+crate::on_both_backends!(
+    first_load_inserts_every_row_and_reports_their_ids,
+    rerun_is_all_unchanged_and_touches_nothing,
+    changed_file_reports_exact_updates_and_additions,
+    empty_clear_empties_stored_values,
+    verify_only_writes_nothing_and_predicts_the_real_run,
+    verify_only_on_a_fresh_database_leaves_no_customer,
+    all_or_nothing_rolls_back_everything_when_a_row_is_rejected,
+    small_batches_commit_separately_and_keep_order,
+    last_wins_lists_each_customer_once_and_warns_the_earlier_rows,
+    verify_only_matches_the_real_run_under_policies,
+    several_inputs_name_the_input_in_detail,
+    max_rejected_stops_the_run_with_exit_3,
+    passwords_are_stored_as_argon2id_and_never_echoed,
+    shipped_sample_imports_with_the_readme_command,
+    ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted,
+);

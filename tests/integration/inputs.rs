@@ -45,7 +45,6 @@ fn stored(env: &TestEnv, ext: &str, column: &str) -> serde_json::Value {
         .map_or(serde_json::Value::Null, |r| r["v"].clone())
 }
 
-#[test]
 fn quoted_newlines_keep_line_numbers_lf_and_crlf() {
     for file in ["newlines.csv", "newlines_crlf.csv"] {
         let env = TestEnv::with_config(SPECTRUM);
@@ -74,7 +73,6 @@ fn quoted_newlines_keep_line_numbers_lf_and_crlf() {
     }
 }
 
-#[test]
 fn quotes_and_newlines_inside_fields() {
     let env = TestEnv::with_config(SPECTRUM);
     let Some(path) = realdata("csv-spectrum/quotes_and_newlines.csv") else {
@@ -91,7 +89,6 @@ fn quotes_and_newlines_inside_fields() {
     assert_eq!(stored(&env, "1", "full_name"), "ha \"ha\" ha");
 }
 
-#[test]
 fn spectrum_values_are_stored_verbatim() {
     let env = TestEnv::with_config(SPECTRUM);
     let Some(report) = spectrum(&env, "json.csv") else {
@@ -137,7 +134,6 @@ fn spectrum_values_are_stored_verbatim() {
     }
 }
 
-#[test]
 fn public_customers_file_loads_completely() {
     let env = TestEnv::with_shipped_config();
     let Some(path) = realdata("customers-100.csv") else {
@@ -164,7 +160,6 @@ fn public_customers_file_loads_completely() {
 
 const SIMPLE: &str = "[pipelines.customers]\n";
 
-#[test]
 fn bom_crlf_and_tsv() {
     let env = TestEnv::with_config(SIMPLE);
     let bom = env.write(
@@ -186,7 +181,6 @@ fn bom_crlf_and_tsv() {
     assert_eq!(stored(&env, "T-1", "full_name"), "Tab, Comma");
 }
 
-#[test]
 fn legacy_encodings_and_utf16_bom() {
     let env = TestEnv::with_config("[pipelines.latin]\nencoding = \"windows-1252\"\ndelimiter = \";\"\n[pipelines.customers]\n");
     let (latin, _, _) =
@@ -218,7 +212,6 @@ fn legacy_encodings_and_utf16_bom() {
     );
 }
 
-#[test]
 fn gzip_stdin_and_several_inputs_in_one_report() {
     let env = TestEnv::with_config(SIMPLE);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -258,7 +251,6 @@ fn gzip_stdin_and_several_inputs_in_one_report() {
     assert_eq!(stored(&env, "S-2", "full_name"), "Tabbed");
 }
 
-#[test]
 fn a_record_with_broken_quoting_is_one_rejected_row() {
     let env = TestEnv::with_config(SIMPLE);
     let file = env.write(
@@ -274,3 +266,14 @@ fn a_record_with_broken_quoting_is_one_rejected_row() {
     );
     assert_eq!(ids(&report, "added"), ["Q-1"]);
 }
+
+crate::on_both_backends!(
+    quoted_newlines_keep_line_numbers_lf_and_crlf,
+    quotes_and_newlines_inside_fields,
+    spectrum_values_are_stored_verbatim,
+    public_customers_file_loads_completely,
+    bom_crlf_and_tsv,
+    legacy_encodings_and_utf16_bom,
+    gzip_stdin_and_several_inputs_in_one_report,
+    a_record_with_broken_quoting_is_one_rejected_row,
+);

@@ -14,7 +14,6 @@ format = "json"
 unknown_columns = "error"
 "#;
 
-#[test]
 fn save_customers_body_with_relations() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["run", "save_customers", "--report", "r.json"]);
@@ -84,7 +83,6 @@ fn save_customers_body_with_relations() {
     assert_eq!(again["summary"]["relations_rejected"], 2);
 }
 
-#[test]
 fn relations_whose_ends_exist_only_in_the_database_or_in_a_dry_run() {
     let env = TestEnv::with_config(CANONICAL);
     let first = env.write(
@@ -111,7 +109,6 @@ fn relations_whose_ends_exist_only_in_the_database_or_in_a_dry_run() {
     assert_eq!(env.query("SELECT * FROM customer_relations").len(), 1);
 }
 
-#[test]
 fn verify_input_in_the_body_makes_a_dry_run_wherever_it_stands() {
     let env = TestEnv::with_config(CANONICAL);
     let body = env.write(
@@ -129,7 +126,6 @@ fn verify_input_in_the_body_makes_a_dry_run_wherever_it_stands() {
     assert_eq!(env.query("SELECT * FROM customers").len(), 0);
 }
 
-#[test]
 fn a_broken_body_stops_before_anything_is_written() {
     let env = TestEnv::with_config(CANONICAL);
     let body = env.write(
@@ -140,10 +136,9 @@ fn a_broken_body_stops_before_anything_is_written() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("line 3"), "{}", run.stderr);
-    assert!(!env.db().exists() || env.query("SELECT * FROM customers").is_empty());
+    assert!(!env.db_exists() || env.query("SELECT * FROM customers").is_empty());
 }
 
-#[test]
 fn bare_array_from_stdin_and_elements_that_are_not_objects() {
     let env = TestEnv::with_config(CANONICAL);
     let run = env.run_stdin(
@@ -159,7 +154,6 @@ fn bare_array_from_stdin_and_elements_that_are_not_objects() {
     );
 }
 
-#[test]
 fn unknown_keys_reject_the_record_under_error() {
     let env = TestEnv::with_config(CANONICAL);
     let body = env.write(
@@ -176,7 +170,6 @@ fn unknown_keys_reject_the_record_under_error() {
     assert_eq!(ids(&report, "added"), ["K-2"]);
 }
 
-#[test]
 fn ndjson_lines_nested_paths_and_a_broken_line() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["run", "partner_profiles", "--report", "r.json"]);
@@ -221,7 +214,6 @@ fn ndjson_lines_nested_paths_and_a_broken_line() {
     );
 }
 
-#[test]
 fn affiliate_leads_map_onto_canonical_fields() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["run", "affiliate", "--report", "r.json"]);
@@ -248,7 +240,6 @@ fn affiliate_leads_map_onto_canonical_fields() {
     );
 }
 
-#[test]
 fn utf16_and_gzip_ndjson() {
     let env = TestEnv::with_config(CANONICAL);
     let text = "{\"external_id\": \"U-1\", \"full_name\": \"Zoë\"}\n";
@@ -270,3 +261,15 @@ fn utf16_and_gzip_ndjson() {
     let name = env.query("SELECT full_name FROM customers WHERE external_id = 'U-1'");
     assert_eq!(name[0]["full_name"], "Zoë");
 }
+
+crate::on_both_backends!(
+    save_customers_body_with_relations,
+    relations_whose_ends_exist_only_in_the_database_or_in_a_dry_run,
+    verify_input_in_the_body_makes_a_dry_run_wherever_it_stands,
+    a_broken_body_stops_before_anything_is_written,
+    bare_array_from_stdin_and_elements_that_are_not_objects,
+    unknown_keys_reject_the_record_under_error,
+    ndjson_lines_nested_paths_and_a_broken_line,
+    affiliate_leads_map_onto_canonical_fields,
+    utf16_and_gzip_ndjson,
+);

@@ -2,15 +2,19 @@
 //!
 //! Modules:
 //! - `util`: TestEnv (temp dir, config, run the binary, read the report and the database).
-//! - `cli`: usage and config errors, exit codes, subcommands.
+//! - `backends`: the same reports from SQLite and PostgreSQL.
+//! - `cli`: usage and config errors, exit codes, subcommands, database URLs.
+//! - `concurrency`: several runs at once against one database.
 //! - `import`: first load, re-run, changed file, verify-only, all-or-nothing, duplicates.
 //! - `checks`: each error code and warning with its field and line.
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
 //! - `json`: save-customers bodies with relations, bare arrays, NDJSON, the JSON samples.
 //! - `rejects`: `--rejects` files, fixed and fed back.
 
+mod backends;
 mod checks;
 mod cli;
+mod concurrency;
 mod import;
 mod inputs;
 mod json;

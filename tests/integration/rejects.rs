@@ -18,7 +18,6 @@ unknown_columns = "meta"
 format = "json"
 "#;
 
-#[test]
 fn csv_rejects_round_trip_with_formulas_and_passwords() {
     let env = TestEnv::with_config(PIPELINES);
     let input = env.write(
@@ -82,7 +81,6 @@ fn csv_rejects_round_trip_with_formulas_and_passwords() {
     assert_eq!(rejects2.lines().count(), 1, "{rejects2}");
 }
 
-#[test]
 fn legacy_sample_rejects_feed_back_through_the_windows_1252_pipeline() {
     let env = TestEnv::with_shipped_config();
     // Nearly every row of a rejects file fails again: lift the sample's max_rejected.
@@ -128,7 +126,6 @@ fn legacy_sample_rejects_feed_back_through_the_windows_1252_pipeline() {
     assert_eq!(again["summary"]["rows"], 14);
 }
 
-#[test]
 fn json_body_rejects_keep_customers_and_relations() {
     let env = TestEnv::with_config(PIPELINES);
     let body = env.write(
@@ -176,7 +173,6 @@ fn json_body_rejects_keep_customers_and_relations() {
     assert_eq!(report["summary"]["relations_added"], 1);
 }
 
-#[test]
 fn rejects_need_inputs_of_one_kind() {
     let env = TestEnv::with_config(PIPELINES);
     let csv = env.write("a.csv", "Id;Name\nX-1;Xu\n");
@@ -190,3 +186,10 @@ fn rejects_need_inputs_of_one_kind() {
     );
     assert!(!env.path("rej.csv").exists());
 }
+
+crate::on_both_backends!(
+    csv_rejects_round_trip_with_formulas_and_passwords,
+    legacy_sample_rejects_feed_back_through_the_windows_1252_pipeline,
+    json_body_rejects_keep_customers_and_relations,
+    rejects_need_inputs_of_one_kind,
+);
