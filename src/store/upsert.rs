@@ -8,7 +8,7 @@
 use super::resolve::{settle_passwords, Action, Assignment, Resolver, Stored};
 use super::retry::{backoff, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
 use super::{
-    bind_value, field_column_list, placeholders, quoted_column, with_conn, Backend, Store,
+    bind_value, field_column_list, placeholders, quoted_column, with_conn, Backend, Conn, Store,
 };
 use crate::check::issue::{Code, Issue};
 use crate::check::rules::{email_key, RuleContext};
@@ -21,7 +21,7 @@ use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Keys per `IN (...)` list, well under both backends' bound-parameter limits.
+/// Keys looked up per query.
 const IN_CHUNK: usize = 5000;
 
 /// What a row did.
@@ -437,25 +437,29 @@ impl Store {
         &mut self,
         ext_ids: &[&str],
     ) -> Result<HashMap<String, Stored>, sqlx::Error> {
-        let lock = match self.backend() {
-            Backend::Sqlite => "",
-            Backend::Postgres => " ORDER BY external_id FOR UPDATE",
-        };
+        let columns = field_column_list();
         let mut out = HashMap::with_capacity(ext_ids.len());
         for chunk in ext_ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT {} FROM customers WHERE external_id IN ({}){lock}",
-                field_column_list(),
-                placeholders(1, chunk.len())
-            );
-            let stored: Vec<Stored> = with_conn!(self, c => {
-                let mut q = sqlx::query(&sql);
-                for id in chunk {
-                    q = q.bind(*id);
+            let stored: Vec<Stored> = match &mut self.conn {
+                Conn::Sqlite(c) => {
+                    let sql = format!(
+                        "SELECT {columns} FROM customers WHERE external_id IN {SQLITE_KEYS}"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(json_list(chunk))
+                        .fetch_all(&mut *c)
+                        .await?;
+                    rows.iter().map(stored_from_row).collect::<Result<_, _>>()?
                 }
-                let rows = q.fetch_all(&mut *c).await?;
-                rows.iter().map(stored_from_row).collect::<Result<_, _>>()?
-            });
+                Conn::Postgres(c) => {
+                    let sql = format!(
+                        "SELECT {columns} FROM customers WHERE external_id = ANY($1) \
+                         ORDER BY external_id FOR UPDATE"
+                    );
+                    let rows = sqlx::query(&sql).bind(chunk).fetch_all(&mut *c).await?;
+                    rows.iter().map(stored_from_row).collect::<Result<_, _>>()?
+                }
+            };
             for s in stored {
                 if let Some(Value::Text(ext)) = &s.values[IDS.external_id] {
                     out.insert(ext.clone(), s);
@@ -471,17 +475,22 @@ impl Store {
     ) -> Result<HashMap<String, Option<String>>, sqlx::Error> {
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT email_key, external_id FROM customers WHERE email_key IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let owners: Vec<(String, String)> = with_conn!(self, c => {
-                let mut q = sqlx::query_as(&sql);
-                for k in chunk {
-                    q = q.bind(k.as_str());
+            let owners: Vec<(String, String)> = match &mut self.conn {
+                Conn::Sqlite(c) => {
+                    let sql = format!(
+                        "SELECT email_key, external_id FROM customers WHERE email_key IN {SQLITE_KEYS}"
+                    );
+                    sqlx::query_as(&sql)
+                        .bind(json_list(chunk))
+                        .fetch_all(&mut *c)
+                        .await?
                 }
-                q.fetch_all(&mut *c).await?
-            });
+                Conn::Postgres(c) => {
+                    let sql =
+                        "SELECT email_key, external_id FROM customers WHERE email_key = ANY($1)";
+                    sqlx::query_as(sql).bind(chunk).fetch_all(&mut *c).await?
+                }
+            };
             out.extend(owners.into_iter().map(|(k, ext)| (k, Some(ext))));
         }
         Ok(out)
@@ -490,21 +499,35 @@ impl Store {
     async fn fetch_id_owners(&mut self, ids: &[i64]) -> Result<HashMap<i64, String>, sqlx::Error> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT customer_id, external_id FROM customers WHERE customer_id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let owners: Vec<(i64, String)> = with_conn!(self, c => {
-                let mut q = sqlx::query_as(&sql);
-                for id in chunk {
-                    q = q.bind(*id);
+            let owners: Vec<(i64, String)> = match &mut self.conn {
+                Conn::Sqlite(c) => {
+                    let sql = format!(
+                        "SELECT customer_id, external_id FROM customers WHERE customer_id IN {SQLITE_KEYS}"
+                    );
+                    sqlx::query_as(&sql)
+                        .bind(json_list(chunk))
+                        .fetch_all(&mut *c)
+                        .await?
                 }
-                q.fetch_all(&mut *c).await?
-            });
+                Conn::Postgres(c) => {
+                    let sql = "SELECT customer_id, external_id FROM customers WHERE customer_id = ANY($1)";
+                    sqlx::query_as(sql).bind(chunk).fetch_all(&mut *c).await?
+                }
+            };
             out.extend(owners);
         }
         Ok(out)
     }
+}
+
+/// A key list on SQLite: one JSON array parameter unpacked by `json_each`. A list of `?`
+/// parameters costs SQLite a scan of the parameter names per bind, quadratic in the list.
+const SQLITE_KEYS: &str = "(SELECT value FROM json_each($1))";
+
+/// The JSON array of a key list, for [`SQLITE_KEYS`].
+fn json_list<T: serde::Serialize>(keys: &[T]) -> String {
+    // Serializing strings and integers cannot fail.
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
 }
 
 /// A stored customer from a row of [`field_column_list`], on either backend.
