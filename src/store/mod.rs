@@ -5,6 +5,7 @@
 //! placeholders, which both understand, and each is compiled once per backend by
 //! [`with_conn!`], so a query is written once and runs with the backend's own types.
 
+pub mod bulk;
 pub mod reference;
 pub mod relations;
 pub mod resolve;

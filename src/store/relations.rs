@@ -61,6 +61,8 @@ impl Store {
             }
             match stop {
                 Stop::Fatal(e) => return Err(e.context("writing relations failed")),
+                // Relations are written one statement each; there is nothing to narrow.
+                Stop::Narrow { .. } => anyhow::bail!("writing relations failed"),
                 Stop::Refused { row, issue } => refused.push((row, issue)),
                 Stop::Conflict { row, error } => {
                     conflicts += 1;

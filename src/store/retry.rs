@@ -31,6 +31,12 @@ pub enum Stop {
         /// What the report says about it.
         issue: Issue,
     },
+    /// A multi-row statement failed: the batch is tried again row by row, which tells which
+    /// row the database refuses or conflicts on.
+    Narrow {
+        /// The failure was a conflict with another writer (worth a pause first).
+        conflict: bool,
+    },
     /// Anything else: the run stops.
     Fatal(anyhow::Error),
 }
@@ -99,6 +105,15 @@ pub fn row_stop(error: sqlx::Error, row: usize) -> Stop {
             issue: refused_issue(&error),
         },
         Class::Other => Stop::Fatal(anyhow::Error::new(error).context("writing a customer failed")),
+    }
+}
+
+/// The stop for a failed multi-row statement.
+pub fn bulk_stop(error: sqlx::Error) -> Stop {
+    match classify(&error) {
+        Class::Conflict => Stop::Narrow { conflict: true },
+        Class::Refused => Stop::Narrow { conflict: false },
+        Class::Other => Stop::Fatal(anyhow::Error::new(error).context("writing customers failed")),
     }
 }
 

@@ -5,8 +5,9 @@
 //! A batch is cut into segments in which no external_id repeats, so that under
 //! `on_duplicate = "last_wins"` a later row is decided against what the earlier one wrote.
 
+use super::bulk;
 use super::resolve::{settle_passwords, Action, Assignment, Resolver, Stored};
-use super::retry::{backoff, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
+use super::retry::{backoff, bulk_stop, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
 use super::{
     bind_value, field_column_list, placeholders, quoted_column, with_conn, Backend, Conn, Store,
 };
@@ -161,13 +162,15 @@ impl Store {
         let marks: Vec<usize> = rows.iter().map(|r| r.issues.len()).collect();
         let mut refused: Vec<(usize, Issue)> = Vec::new();
         let mut conflicts = 0;
+        // Multi-row statements first; after one fails, row by row, to find the row to blame.
+        let mut one_by_one = false;
         let mut outcomes = loop {
             self.savepoint().await?;
             let mut outcomes = vec![RowOutcome::Rejected; rows.len()];
             let mut attempt = Ok(());
             for segment in &segments {
                 attempt = self
-                    .write_segment(rows, segment, opts, &mut outcomes, state)
+                    .write_segment(rows, segment, opts, &mut outcomes, state, one_by_one)
                     .await;
                 if attempt.is_err() {
                     break;
@@ -186,6 +189,12 @@ impl Store {
             }
             match stop {
                 Stop::Fatal(e) => return Err(e),
+                Stop::Narrow { conflict } => {
+                    one_by_one = true;
+                    if conflict {
+                        tokio::time::sleep(backoff(1)).await;
+                    }
+                }
                 Stop::Refused { row, issue } => refused.push((row, issue)),
                 Stop::Conflict { row, error } => {
                     conflicts += 1;
@@ -220,6 +229,7 @@ impl Store {
         opts: &WriteOptions<'_>,
         outcomes: &mut [RowOutcome],
         state: &mut RunState,
+        one_by_one: bool,
     ) -> Result<(), Stop> {
         // A row the database refused in an earlier attempt stays rejected.
         let segment: Vec<usize> = segment
@@ -255,11 +265,61 @@ impl Store {
             .map(|&i| resolver.resolve(&mut rows[i]))
             .collect();
         opts.pool.install(|| settle_passwords(&mut actions))?;
-        for (&i, action) in segment.iter().zip(actions) {
-            outcomes[i] = self
-                .execute(&rows[i].external_id, action, opts, state)
-                .await
-                .map_err(|e| row_stop(e, i))?;
+        if one_by_one {
+            for (&i, action) in segment.iter().zip(actions) {
+                outcomes[i] = self
+                    .execute(&rows[i].external_id, action, opts, state)
+                    .await
+                    .map_err(|e| row_stop(e, i))?;
+            }
+            return Ok(());
+        }
+        let external_ids: Vec<&str> = segment
+            .iter()
+            .map(|&i| rows[i].external_id.as_str())
+            .collect();
+        let planned = bulk::plan(&segment, actions, &external_ids, &stored, outcomes);
+        self.write_planned(planned, opts, state, outcomes)
+            .await
+            .map_err(bulk_stop)
+    }
+
+    /// Executes a segment's writes in multi-row statements: updates, then inserts with a
+    /// customer_id, then the rest (an update may release an email a later insert takes).
+    async fn write_planned(
+        &mut self,
+        mut planned: bulk::Planned,
+        opts: &WriteOptions<'_>,
+        state: &mut RunState,
+        outcomes: &mut [RowOutcome],
+    ) -> Result<(), sqlx::Error> {
+        self.update_rows(&planned.updates, opts.now, opts.manager_id)
+            .await?;
+        let simulate = opts.dry_run && self.backend() == Backend::Postgres;
+        if simulate {
+            for r in &planned.inserts_with_id {
+                let next = self.simulated_id(state).await?;
+                let id = r.customer_id.unwrap_or(next);
+                state.next_simulated_id = Some(next.max(id.saturating_add(1)));
+            }
+            for mut r in std::mem::take(&mut planned.inserts) {
+                let id = self.simulated_id(state).await?;
+                state.next_simulated_id = Some(id.saturating_add(1));
+                r.customer_id = Some(id);
+                planned.inserts_with_id.push(r);
+            }
+        }
+        for group in [&planned.inserts_with_id, &planned.inserts] {
+            let ids = self.insert_rows(group, opts.now, opts.manager_id).await?;
+            for r in group {
+                let id = ids.get(&r.external_id).copied().ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("no id returned for {}", r.external_id))
+                })?;
+                outcomes[r.row] = RowOutcome::Added(id);
+            }
+        }
+        if !simulate && !planned.inserts_with_id.is_empty() && self.backend() == Backend::Postgres {
+            self.advance_id_sequence().await?;
         }
         Ok(())
     }

@@ -1,0 +1,349 @@
+//! Multi-row statements: a segment's updates, then its inserts, a few hundred rows per
+//! statement instead of one statement per row.
+//!
+//! Every row is written whole (all field columns), so rows with different fields share one
+//! statement shape: an insert binds each field it lacks to the field's default, which is the
+//! column's default; an update writes the stored row with its changes applied (the row is
+//! locked or the file write-locked, so the stored values are current) through
+//! `INSERT ... ON CONFLICT (external_id) DO UPDATE`.
+
+use super::resolve::{Action, Stored};
+use super::upsert::RowOutcome;
+use super::{quoted_column, with_conn, Backend, Store};
+use crate::check::rules::email_key;
+use crate::record::fields::{ids::IDS, FIELDS};
+use crate::record::Value;
+use std::collections::HashMap;
+
+/// Bound parameters per statement: under SQLite's 32766 and PostgreSQL's 65535.
+const MAX_PARAMS: usize = 30_000;
+
+/// A row as written: one value per field of [`FIELDS`] (`customer_id` and `external_id` are
+/// taken from the struct), plus the writer's columns.
+pub struct FullRow {
+    /// Index of the row in its batch.
+    pub row: usize,
+    /// Given (or, in a PostgreSQL dry run, simulated) id; `None` lets the database assign one.
+    pub customer_id: Option<i64>,
+    /// The upsert key.
+    pub external_id: String,
+    /// One value per field.
+    pub values: Vec<Option<Value>>,
+    /// Lower-cased email.
+    pub email_key: Option<String>,
+}
+
+impl FullRow {
+    /// The row an insert writes: its values, and every other field at its default.
+    pub fn for_insert(
+        row: usize,
+        external_id: &str,
+        customer_id: Option<i64>,
+        values: Vec<(usize, Option<Value>)>,
+        key: Option<String>,
+    ) -> FullRow {
+        let mut full: Vec<Option<Value>> =
+            FIELDS.iter().map(|d| d.default.map(Value::Int)).collect();
+        for (f, v) in values {
+            full[f] = v;
+        }
+        FullRow {
+            row,
+            customer_id,
+            external_id: external_id.to_owned(),
+            values: full,
+            email_key: key,
+        }
+    }
+
+    /// The row an update leaves: the stored one with the changes applied.
+    pub fn for_update(
+        row: usize,
+        stored: &Stored,
+        changes: Vec<(usize, Option<Value>)>,
+    ) -> FullRow {
+        let mut full = stored.values.clone();
+        for (f, v) in changes {
+            full[f] = v;
+        }
+        let key = match &full[IDS.email] {
+            Some(Value::Text(email)) => Some(email_key(email)),
+            _ => None,
+        };
+        let external_id = match &full[IDS.external_id] {
+            Some(Value::Text(t)) => t.clone(),
+            _ => String::new(),
+        };
+        FullRow {
+            row,
+            customer_id: Some(stored.customer_id),
+            external_id,
+            values: full,
+            email_key: key,
+        }
+    }
+}
+
+/// The field columns every full row writes (all but `customer_id` and `external_id`).
+fn value_fields() -> impl Iterator<Item = usize> {
+    (0..FIELDS.len()).filter(|&f| f != IDS.customer_id && f != IDS.external_id)
+}
+
+/// Column list and the number of parameters per row.
+fn columns(with_id: bool) -> (String, usize) {
+    let mut cols = vec!["\"external_id\"".to_owned()];
+    if with_id {
+        cols.push("\"customer_id\"".into());
+    }
+    cols.extend(value_fields().map(|f| quoted_column(&FIELDS[f])));
+    cols.extend(
+        [
+            "created_time",
+            "updated_time",
+            "created_by",
+            "updated_by",
+            "email_key",
+        ]
+        .map(String::from),
+    );
+    let n = cols.len();
+    (cols.join(", "), n)
+}
+
+/// `(...), (...)`: `rows` tuples of `per_row` parameters. SQLite gets `?` (it looks up every
+/// numbered parameter by name, a scan per bind); PostgreSQL gets `$n`.
+fn values_list(backend: Backend, rows: usize, per_row: usize) -> String {
+    let mut out = String::with_capacity(rows * per_row * 4);
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..per_row {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            n += 1;
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => {
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                }
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+impl Store {
+    /// Inserts rows (all with or all without a customer_id) and returns each row's id.
+    pub async fn insert_rows(
+        &mut self,
+        rows: &[FullRow],
+        now: i64,
+        manager_id: Option<i64>,
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let mut ids = HashMap::with_capacity(rows.len());
+        let Some(first) = rows.first() else {
+            return Ok(ids);
+        };
+        let with_id = first.customer_id.is_some();
+        let (cols, per_row) = columns(with_id);
+        for chunk in rows.chunks((MAX_PARAMS / per_row).max(1)) {
+            let sql = format!(
+                "INSERT INTO customers ({cols}) VALUES {} RETURNING external_id, customer_id",
+                values_list(self.backend(), chunk.len(), per_row)
+            );
+            let returned: Vec<(String, i64)> = with_conn!(self, c => {
+                let mut q = sqlx::query_as(&sql);
+                for r in chunk {
+                    q = q.bind(r.external_id.as_str());
+                    if with_id {
+                        q = q.bind(r.customer_id);
+                    }
+                    for f in value_fields() {
+                        q = match &r.values[f] {
+                            Some(Value::Int(n)) => q.bind(Some(*n)),
+                            Some(Value::Text(s)) => q.bind(Some(s.as_str())),
+                            // Secrets are hashed before this point; none is ever bound.
+                            Some(Value::Secret(_)) | None if FIELDS[f].kind.is_integer() => {
+                                q.bind(None::<i64>)
+                            }
+                            Some(Value::Secret(_)) | None => q.bind(None::<&str>),
+                        };
+                    }
+                    q = q
+                        .bind(now)
+                        .bind(now)
+                        .bind(manager_id)
+                        .bind(manager_id)
+                        .bind(r.email_key.as_deref());
+                }
+                q.fetch_all(&mut *c).await?
+            });
+            ids.extend(returned);
+        }
+        Ok(ids)
+    }
+
+    /// Writes updated rows whole, keeping their ids and created_* columns.
+    pub async fn update_rows(
+        &mut self,
+        rows: &[FullRow],
+        now: i64,
+        manager_id: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // PostgreSQL evaluates an omitted customer_id (a sequence draw) before it sees the
+        // conflict, so the id is given there; SQLite needs no id to find the conflict.
+        let with_id = self.backend() == Backend::Postgres;
+        let (cols, per_row) = columns(with_id);
+        let sets: Vec<String> = value_fields()
+            .map(|f| quoted_column(&FIELDS[f]))
+            .chain(["updated_time", "updated_by", "email_key"].map(String::from))
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        for chunk in rows.chunks((MAX_PARAMS / per_row).max(1)) {
+            let sql = format!(
+                "INSERT INTO customers ({cols}) VALUES {} ON CONFLICT (external_id) DO UPDATE SET {}",
+                values_list(self.backend(), chunk.len(), per_row),
+                sets.join(", ")
+            );
+            with_conn!(self, c => {
+                let mut q = sqlx::query(&sql);
+                for r in chunk {
+                    q = q.bind(r.external_id.as_str());
+                    if with_id {
+                        q = q.bind(r.customer_id);
+                    }
+                    for f in value_fields() {
+                        q = match &r.values[f] {
+                            Some(Value::Int(n)) => q.bind(Some(*n)),
+                            Some(Value::Text(s)) => q.bind(Some(s.as_str())),
+                            Some(Value::Secret(_)) | None if FIELDS[f].kind.is_integer() => {
+                                q.bind(None::<i64>)
+                            }
+                            Some(Value::Secret(_)) | None => q.bind(None::<&str>),
+                        };
+                    }
+                    q = q
+                        .bind(now)
+                        .bind(now)
+                        .bind(manager_id)
+                        .bind(manager_id)
+                        .bind(r.email_key.as_deref());
+                }
+                q.execute(&mut *c).await?;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Splits decided actions into the rows to update and to insert (with and without an id);
+/// unchanged and rejected rows get their outcome at once.
+pub struct Planned {
+    /// Full rows of updates.
+    pub updates: Vec<FullRow>,
+    /// Inserts that carry a customer_id.
+    pub inserts_with_id: Vec<FullRow>,
+    /// Inserts whose id the database assigns.
+    pub inserts: Vec<FullRow>,
+}
+
+/// Turns a segment's actions into [`Planned`] writes; `outcomes` gets every row's outcome as
+/// far as it is known before writing (inserts learn their id after).
+pub fn plan(
+    segment: &[usize],
+    actions: Vec<Action>,
+    external_ids: &[&str],
+    stored: &HashMap<String, Stored>,
+    outcomes: &mut [RowOutcome],
+) -> Planned {
+    let mut planned = Planned {
+        updates: Vec::new(),
+        inserts_with_id: Vec::new(),
+        inserts: Vec::new(),
+    };
+    for ((&i, action), ext) in segment.iter().zip(actions).zip(external_ids) {
+        match action {
+            Action::Insert {
+                customer_id,
+                values,
+                email_key,
+            } => {
+                let row = FullRow::for_insert(i, ext, customer_id, values, email_key);
+                if customer_id.is_some() {
+                    planned.inserts_with_id.push(row);
+                } else {
+                    planned.inserts.push(row);
+                }
+            }
+            Action::Update {
+                customer_id,
+                changes,
+                ..
+            } => {
+                if let Some(s) = stored.get(*ext) {
+                    planned.updates.push(FullRow::for_update(i, s, changes));
+                    outcomes[i] = RowOutcome::Updated(customer_id);
+                }
+            }
+            Action::Unchanged { customer_id } => outcomes[i] = RowOutcome::Unchanged(customer_id),
+            Action::Reject => outcomes[i] = RowOutcome::Rejected,
+        }
+    }
+    planned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_lists_number_postgres_parameters_and_not_sqlite_ones() {
+        assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(values_list(Backend::Postgres, 2, 2), "($1, $2), ($3, $4)");
+    }
+
+    #[test]
+    fn an_insert_writes_defaults_for_the_fields_it_lacks() {
+        let enable = crate::record::fields::id_of("enable");
+        let row = FullRow::for_insert(
+            0,
+            "X-1",
+            None,
+            vec![(IDS.first_name, Some(Value::Text("Ann".into())))],
+            None,
+        );
+        assert_eq!(row.values[IDS.first_name], Some(Value::Text("Ann".into())));
+        assert_eq!(row.values[enable], Some(Value::Int(1)));
+        assert_eq!(row.values[IDS.email], None);
+    }
+
+    #[test]
+    fn an_update_applies_its_changes_to_the_stored_row() {
+        let mut values: Vec<Option<Value>> = vec![None; FIELDS.len()];
+        values[IDS.external_id] = Some(Value::Text("X-1".into()));
+        values[IDS.email] = Some(Value::Text("Old@Example.com".into()));
+        values[IDS.first_name] = Some(Value::Text("Ann".into()));
+        let stored = Stored {
+            customer_id: 7,
+            values,
+        };
+        let row = FullRow::for_update(
+            3,
+            &stored,
+            vec![(IDS.email, Some(Value::Text("New@Example.com".into())))],
+        );
+        assert_eq!(row.customer_id, Some(7));
+        assert_eq!(row.external_id, "X-1");
+        assert_eq!(row.values[IDS.first_name], Some(Value::Text("Ann".into())));
+        assert_eq!(row.email_key.as_deref(), Some("new@example.com"));
+    }
+}
