@@ -44,6 +44,18 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
     if def.kind == Kind::Password {
         return check_password(def, raw, issues);
     }
+    // PostgreSQL text cannot hold U+0000 (SQLite can): refused on both backends alike, so a
+    // file gives the same report wherever it goes. Other control characters are kept.
+    if raw.contains('\0') {
+        issues.push(Issue::invalid(
+            def.name,
+            format!(
+                "{} contains a NUL character (U+0000), which cannot be stored",
+                def.name
+            ),
+        ));
+        return Slot::Empty;
+    }
     let value = raw.trim();
     if value.is_empty() {
         return Slot::Empty;
@@ -524,6 +536,17 @@ mod tests {
 
     fn text(s: &str) -> Slot {
         Slot::Set(Value::Text(s.into()))
+    }
+
+    #[test]
+    fn nul_characters_are_refused_and_other_controls_kept() {
+        let (slot, issues) = run("comment", "a\0b");
+        assert_eq!(slot, Slot::Empty);
+        assert_eq!(codes(&issues), [Code::InvalidData]);
+        assert!(issues[0].detail.contains("NUL"));
+        let (slot, issues) = run("comment", "bell\u{7} tab\tend");
+        assert_eq!(slot, text("bell\u{7} tab\tend"));
+        assert!(issues.is_empty());
     }
 
     #[test]

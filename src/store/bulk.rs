@@ -1,5 +1,7 @@
-//! Multi-row statements: a segment's updates, then its inserts, a few hundred rows per
-//! statement instead of one statement per row.
+//! Multi-row writes: a segment's updates, then its inserts, in a few statements instead of one
+//! per row. SQLite gets multi-row `VALUES` lists. PostgreSQL gets the rows by `COPY` into a
+//! temporary staging table and one `INSERT ... SELECT` merge per group, which measured about
+//! 15% faster than multi-row `VALUES` for a first load (README, "PostgreSQL").
 //!
 //! Every row is written whole (all field columns), so rows with different fields share one
 //! statement shape: an insert binds each field it lacks to the field's default, which is the
@@ -9,10 +11,11 @@
 
 use super::resolve::{Action, Stored};
 use super::upsert::RowOutcome;
-use super::{quoted_column, with_conn, Backend, Store};
+use super::{quoted_column, with_conn, Backend, Conn, Store};
 use crate::check::rules::email_key;
 use crate::record::fields::{ids::IDS, FIELDS};
 use crate::record::Value;
+use sqlx::Executor;
 use std::collections::HashMap;
 
 /// Bound parameters per statement: under SQLite's 32766 and PostgreSQL's 65535.
@@ -146,6 +149,97 @@ impl Store {
         now: i64,
         manager_id: Option<i64>,
     ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let with_id = rows.first().is_some_and(|r| r.customer_id.is_some());
+        match self.backend() {
+            Backend::Sqlite => self.insert_values(rows, now, manager_id).await,
+            Backend::Postgres => self.merge_staged(rows, with_id, "", now, manager_id).await,
+        }
+    }
+
+    /// Writes updated rows whole, keeping their ids and created_* columns.
+    pub async fn update_rows(
+        &mut self,
+        rows: &[FullRow],
+        now: i64,
+        manager_id: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sets: Vec<String> = value_fields()
+            .map(|f| quoted_column(&FIELDS[f]))
+            .chain(["updated_time", "updated_by", "email_key"].map(String::from))
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let conflict = format!(
+            " ON CONFLICT (external_id) DO UPDATE SET {}",
+            sets.join(", ")
+        );
+        match self.backend() {
+            Backend::Sqlite => self.update_values(rows, &conflict, now, manager_id).await,
+            // PostgreSQL evaluates an omitted customer_id (a sequence draw) before it sees the
+            // conflict, so the id is given there.
+            Backend::Postgres => self
+                .merge_staged(rows, true, &conflict, now, manager_id)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// PostgreSQL: COPY the rows into the session's staging table, then move them into
+    /// `customers` with one statement (`on_conflict` appended).
+    async fn merge_staged(
+        &mut self,
+        rows: &[FullRow],
+        with_id: bool,
+        on_conflict: &str,
+        now: i64,
+        manager_id: Option<i64>,
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let mut ids = HashMap::with_capacity(rows.len());
+        if rows.is_empty() {
+            return Ok(ids);
+        }
+        let Conn::Postgres(c) = &mut self.conn else {
+            return Err(sqlx::Error::Protocol("staging is PostgreSQL only".into()));
+        };
+        let (cols, _) = columns(with_id);
+        // The staging table lives as long as the session; a rolled-back savepoint may take its
+        // creation with it, hence IF NOT EXISTS every time.
+        c.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS custload_stage AS \
+             SELECT * FROM customers WITH NO DATA",
+        )
+        .await?;
+        c.execute("TRUNCATE custload_stage").await?;
+        let mut text = String::with_capacity(rows.len() * 512);
+        for r in rows {
+            copy_row(&mut text, r, with_id, now, manager_id);
+        }
+        let mut copy = c
+            .copy_in_raw(&format!("COPY custload_stage ({cols}) FROM STDIN"))
+            .await?;
+        if let Err(e) = copy.send(text.as_bytes()).await {
+            copy.abort("custload: sending the rows failed").await.ok();
+            return Err(e);
+        }
+        copy.finish().await?;
+        let sql = format!(
+            "INSERT INTO customers ({cols}) SELECT {cols} FROM custload_stage{on_conflict} \
+             RETURNING external_id, customer_id"
+        );
+        let returned: Vec<(String, i64)> = sqlx::query_as(&sql).fetch_all(&mut *c).await?;
+        ids.extend(returned);
+        Ok(ids)
+    }
+
+    /// SQLite: inserts rows with multi-row `VALUES` lists.
+    async fn insert_values(
+        &mut self,
+        rows: &[FullRow],
+        now: i64,
+        manager_id: Option<i64>,
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
         let mut ids = HashMap::with_capacity(rows.len());
         let Some(first) = rows.first() else {
             return Ok(ids);
@@ -189,30 +283,21 @@ impl Store {
         Ok(ids)
     }
 
-    /// Writes updated rows whole, keeping their ids and created_* columns.
-    pub async fn update_rows(
+    /// SQLite: writes updated rows whole with multi-row `VALUES` lists and `on_conflict`.
+    async fn update_values(
         &mut self,
         rows: &[FullRow],
+        on_conflict: &str,
         now: i64,
         manager_id: Option<i64>,
     ) -> Result<(), sqlx::Error> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        // PostgreSQL evaluates an omitted customer_id (a sequence draw) before it sees the
-        // conflict, so the id is given there; SQLite needs no id to find the conflict.
-        let with_id = self.backend() == Backend::Postgres;
+        // SQLite finds the conflict by external_id; it needs no customer_id.
+        let with_id = false;
         let (cols, per_row) = columns(with_id);
-        let sets: Vec<String> = value_fields()
-            .map(|f| quoted_column(&FIELDS[f]))
-            .chain(["updated_time", "updated_by", "email_key"].map(String::from))
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect();
         for chunk in rows.chunks((MAX_PARAMS / per_row).max(1)) {
             let sql = format!(
-                "INSERT INTO customers ({cols}) VALUES {} ON CONFLICT (external_id) DO UPDATE SET {}",
+                "INSERT INTO customers ({cols}) VALUES {}{on_conflict}",
                 values_list(self.backend(), chunk.len(), per_row),
-                sets.join(", ")
             );
             with_conn!(self, c => {
                 let mut q = sqlx::query(&sql);
@@ -243,6 +328,53 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Appends one row in COPY's text format. Written by hand because it is four escapes and a
+/// `\N`, and sqlx hands COPY raw bytes: no crate of its ecosystem encodes rows for it.
+fn copy_row(out: &mut String, r: &FullRow, with_id: bool, now: i64, manager_id: Option<i64>) {
+    fn cell(out: &mut String, value: Option<&str>) {
+        let Some(text) = value else {
+            out.push_str("\\N");
+            return;
+        };
+        for ch in text.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    fn int(out: &mut String, value: Option<i64>) {
+        match value {
+            Some(n) => out.push_str(&n.to_string()),
+            None => out.push_str("\\N"),
+        }
+    }
+    cell(out, Some(&r.external_id));
+    if with_id {
+        out.push('\t');
+        int(out, r.customer_id);
+    }
+    for f in value_fields() {
+        out.push('\t');
+        match &r.values[f] {
+            Some(Value::Int(n)) => int(out, Some(*n)),
+            Some(Value::Text(s)) => cell(out, Some(s)),
+            // Secrets are hashed before this point; none is ever written.
+            Some(Value::Secret(_)) | None => out.push_str("\\N"),
+        }
+    }
+    for n in [Some(now), Some(now), manager_id, manager_id] {
+        out.push('\t');
+        int(out, n);
+    }
+    out.push('\t');
+    cell(out, r.email_key.as_deref());
+    out.push('\n');
 }
 
 /// Splits decided actions into the rows to update and to insert (with and without an id);
@@ -309,6 +441,27 @@ mod tests {
     fn values_lists_number_postgres_parameters_and_not_sqlite_ones() {
         assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(values_list(Backend::Postgres, 2, 2), "($1, $2), ($3, $4)");
+    }
+
+    #[test]
+    fn copy_text_escapes_separators_and_writes_nulls() {
+        let mut row = FullRow::for_insert(
+            0,
+            "X\t1",
+            None,
+            vec![(
+                crate::record::fields::id_of("comment"),
+                Some(Value::Text("a\\b\nc\rd".into())),
+            )],
+            Some("x@y".into()),
+        );
+        row.values[IDS.email] = None;
+        let mut out = String::new();
+        copy_row(&mut out, &row, false, 5, None);
+        assert!(out.starts_with("X\\t1\t"), "{out}");
+        assert!(out.contains("\ta\\\\b\\nc\\rd\t"), "{out}");
+        assert!(out.ends_with("\t5\t5\t\\N\t\\N\tx@y\n"), "{out}");
+        assert_eq!(out.matches('\n').count(), 1);
     }
 
     #[test]

@@ -569,26 +569,52 @@ fn shipped_sample_imports_with_the_readme_command() {
 }
 
 fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let env = TestEnv::with_config(CUSTOMERS);
-    let mut csv = String::from("external_id,full_name,email\n");
-    for i in 0..200_000 {
-        csv.push_str(&format!("I-{i},Name {i},user{i}@example.com\n"));
-    }
-    let file = env.write("big.csv", csv);
-    let child = env
+    let mut child = env
         .spawnable()
         .args([
             "run",
             "customers",
-            &file,
+            "-",
+            "--format",
+            "csv",
             "--batch-size",
             "1000",
             "--report",
             "r.json",
         ])
+        .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Rows keep coming until the signal is sent, so the run cannot finish before it, however
+    // fast the database is.
+    let mut stdin = child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let feeding = stop.clone();
+    let feeder = std::thread::spawn(move || {
+        writeln!(stdin, "external_id,full_name,email").ok();
+        let mut i = 0u64;
+        while !feeding.load(Ordering::Relaxed) {
+            let mut chunk = String::new();
+            for _ in 0..500 {
+                chunk.push_str(&format!("I-{i},Name {i},user{i}@example.com\n"));
+                i += 1;
+            }
+            if stdin.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+        // Holding stdin open until the process is gone: an end of input now would let the
+        // run finish instead of being interrupted.
+        while !feeding.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        drop(stdin);
+    });
     // Wait until some batches are committed, then interrupt.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while env.try_count("customers").unwrap_or(0) == 0 {
@@ -598,12 +624,14 @@ fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    stop.store(true, Ordering::Relaxed);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -612,7 +640,7 @@ fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
     let stored = env.query("SELECT COUNT(*) AS n FROM customers")[0]["n"]
         .as_u64()
         .unwrap();
-    assert!(stored > 0 && stored < 200_000, "{stored}");
+    assert!(stored > 0, "{stored}");
     assert_eq!(stored % 1000, 0, "only whole batches are committed");
     assert_eq!(
         report["summary"]["added"], stored,
