@@ -23,8 +23,24 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// Batches buffered between two stages.
+/// Chunks buffered between two stages.
 const IN_FLIGHT: usize = 2;
+
+/// Rows per chunk at most. The stages pass a batch along in chunks, so that memory holds a few
+/// thousand rows whatever `batch_size` is (a transaction still spans the whole batch).
+const MAX_CHUNK: usize = 1000;
+
+/// The chunk size for a batch size: the largest divisor of the batch size up to [`MAX_CHUNK`],
+/// so that batch ends fall on chunk ends; a batch size with no useful divisor is one chunk.
+fn chunk_size(batch_size: usize) -> usize {
+    if batch_size <= MAX_CHUNK {
+        return batch_size.max(1);
+    }
+    (MAX_CHUNK / 4..=MAX_CHUNK)
+        .rev()
+        .find(|d| batch_size % d == 0)
+        .unwrap_or(batch_size)
+}
 
 /// How the writer loop ended.
 #[derive(Debug)]
@@ -45,9 +61,15 @@ enum CheckedBatch {
     Relations(Vec<CheckedRelation>),
 }
 
-/// A batch of checked rows; `None` marks the end of the input, so that a channel closed without
+/// A chunk of checked rows and whether it ends its batch (the writer commits after it).
+struct CheckedChunk {
+    batch: CheckedBatch,
+    ends_batch: bool,
+}
+
+/// A chunk of checked rows; `None` marks the end of the input, so that a channel closed without
 /// it means a stage died.
-type CheckedMessage = anyhow::Result<Option<CheckedBatch>>;
+type CheckedMessage = anyhow::Result<Option<CheckedChunk>>;
 
 /// Raw records for the checker; `None` marks the end of the input.
 type RawMessage = anyhow::Result<Option<RawBatch>>;
@@ -56,6 +78,8 @@ struct RawBatch {
     input: usize,
     kind: BatchKind,
     records: Vec<RawRecord>,
+    /// The last chunk of a batch: `batch_size` rows, or the end of an input or of its customers.
+    ends_batch: bool,
 }
 
 /// What the writer loop works with besides the database and the report.
@@ -163,14 +187,19 @@ async fn write_all(
             return Ending::Fatal(e);
         }
     }
+    // A batch's transaction is open (its first chunks are written, not yet committed).
+    let mut in_batch = false;
     loop {
         let message = tokio::select! {
             biased;
             () = interrupted(interrupt) => return Ending::Interrupted,
             m = rx.recv() => m,
         };
-        let mut batch = match message {
-            Some(Ok(Some(rows))) => rows,
+        let CheckedChunk {
+            batch: mut chunk,
+            ends_batch,
+        } = match message {
+            Some(Ok(Some(chunk))) => chunk,
             Some(Ok(None)) => break,
             Some(Err(e)) => return Ending::Fatal(e),
             None => {
@@ -179,13 +208,26 @@ async fn write_all(
                 ))
             }
         };
-        let step = tokio::select! {
-            biased;
-            () = interrupted(interrupt) => return Ending::Interrupted,
-            r = write_one(store, &mut batch, opts, state, report, rejects.as_deref_mut(), whole_run) => r,
-        };
+        // A chunk's statements are never cancelled half-way: a query dropped mid-flight leaves
+        // the connection out of step with the server, and the rollback after it would fail. An
+        // interrupt is seen after the chunk (under a second at the default sizes).
+        let begin = !whole_run && !in_batch;
+        let step = write_one(
+            store,
+            &mut chunk,
+            opts,
+            state,
+            report,
+            rejects.as_deref_mut(),
+            begin,
+        )
+        .await;
+        in_batch = true;
         if let Err(e) = step {
             return Ending::Fatal(e);
+        }
+        if *interrupt.borrow() {
+            return Ending::Interrupted;
         }
         let (read, rejected) = report.rows_and_rejected();
         if let Some(limit) = plan
@@ -200,6 +242,11 @@ async fn write_all(
                 "max_rejected ({limit:?}) exceeded: {rejected} of {read} rows rejected; the run stopped and its last batch was rolled back"
             ));
         }
+        progress.update(bytes_read.load(Ordering::Relaxed), read);
+        if !ends_batch {
+            continue;
+        }
+        in_batch = false;
         if !whole_run {
             if let Err(e) = store.commit().await {
                 return Ending::Fatal(e);
@@ -210,7 +257,6 @@ async fn write_all(
                 return Ending::Fatal(e);
             }
         }
-        progress.update(bytes_read.load(Ordering::Relaxed), read);
     }
     finish_whole_run(plan, store, report, whole_run).await
 }
@@ -222,9 +268,9 @@ async fn write_one(
     state: &mut RunState,
     report: &mut ReportWriter,
     rejects: Option<&mut RejectsWriter>,
-    whole_run: bool,
+    begin: bool,
 ) -> anyhow::Result<()> {
-    if !whole_run {
+    if begin {
         store.begin().await?;
     }
     match batch {
@@ -291,24 +337,51 @@ fn spawn_reader(
     stop: Arc<AtomicBool>,
 ) -> Receiver<RawMessage> {
     let (tx, rx) = sync_channel(IN_FLIGHT);
+    let chunk = chunk_size(batch_size);
     std::thread::spawn(move || {
+        // One chunk is held back until the next shows whether it ended its batch: a batch also
+        // ends where an input or its customers end.
+        let mut pending: Option<RawBatch> = None;
+        let send = |batch: RawBatch| -> bool {
+            !stop.load(Ordering::Relaxed) && tx.send(Ok(Some(batch))).is_ok()
+        };
         for (input, mut source) in readers.into_iter().enumerate() {
-            let mut emit = |kind, records| {
-                !stop.load(Ordering::Relaxed)
-                    && tx
-                        .send(Ok(Some(RawBatch {
-                            input,
-                            kind,
-                            records,
-                        })))
-                        .is_ok()
+            let mut in_batch = 0usize;
+            let mut emit = |kind, records: Vec<RawRecord>| {
+                if let Some(mut held) = pending.take() {
+                    if held.kind != kind || held.input != input {
+                        held.ends_batch = true;
+                        in_batch = 0;
+                    }
+                    if !send(held) {
+                        return false;
+                    }
+                }
+                in_batch += records.len();
+                let ends_batch = in_batch >= batch_size;
+                if ends_batch {
+                    in_batch = 0;
+                }
+                pending = Some(RawBatch {
+                    input,
+                    kind,
+                    records,
+                    ends_batch,
+                });
+                true
             };
-            match source.read_into(batch_size, &mut emit) {
+            match source.read_into(chunk, &mut emit) {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
                     // The receiver may be gone already; then nobody needs the error.
                     tx.send(Err(e)).ok();
+                    return;
+                }
+            }
+            if let Some(mut held) = pending.take() {
+                held.ends_batch = true;
+                if !send(held) {
                     return;
                 }
             }
@@ -397,6 +470,7 @@ impl Checker {
             let decisions = &self.decisions[batch.input];
             let check = &self.check;
             let input = batch.input;
+            let ends_batch = batch.ends_batch;
             let checked = match batch.kind {
                 BatchKind::Customers => {
                     let mut out = Vec::with_capacity(batch.records.len());
@@ -413,7 +487,11 @@ impl Checker {
                         .collect()
                 })),
             };
-            if self.tx.blocking_send(Ok(Some(checked))).is_err() {
+            let chunk = CheckedChunk {
+                batch: checked,
+                ends_batch,
+            };
+            if self.tx.blocking_send(Ok(Some(chunk))).is_err() {
                 return false;
             }
         }
@@ -460,5 +538,25 @@ fn watch_interrupts() -> watch::Receiver<bool> {
 async fn interrupted(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|v| *v).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_divide_their_batch() {
+        assert_eq!(chunk_size(1), 1);
+        assert_eq!(chunk_size(800), 800);
+        assert_eq!(chunk_size(5000), 1000);
+        assert_eq!(chunk_size(2500), 625);
+        // 1009 is prime: one chunk per batch.
+        assert_eq!(chunk_size(1009), 1009);
+        for batch in [1001, 4096, 5000, 12_345, 1_000_000] {
+            let chunk = chunk_size(batch);
+            assert_eq!(batch % chunk, 0, "{batch}");
+            assert!(chunk <= MAX_CHUNK || chunk == batch, "{batch}");
+        }
     }
 }

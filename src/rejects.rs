@@ -131,7 +131,9 @@ enum Shape {
 /// Writes the rejects file of a run.
 pub struct RejectsWriter {
     path: PathBuf,
-    tmp: tempfile::TempPath,
+    /// The temp sibling renamed over the path at the end; none when the path is a device or a
+    /// pipe, which is written directly.
+    tmp: Option<tempfile::TempPath>,
     shape: Shape,
 }
 
@@ -144,8 +146,18 @@ impl RejectsWriter {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let context = || format!("cannot write rejects file {}", path.display());
-        let tmp = tempfile::NamedTempFile::new_in(dir).with_context(context)?;
-        let (file, tmp) = tmp.into_parts();
+        let (file, tmp) = if crate::report::is_special_file(path) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(context)?;
+            (file, None)
+        } else {
+            let (file, tmp) = tempfile::NamedTempFile::new_in(dir)
+                .with_context(context)?
+                .into_parts();
+            (file, Some(tmp))
+        };
         let mut out = BufWriter::new(file);
         let keys = || {
             sources
@@ -363,9 +375,12 @@ impl RejectsWriter {
                     .with_context(context)?
             }
         };
+        let Some(tmp) = self.tmp else {
+            return Ok(());
+        };
         file.sync_all().with_context(context)?;
         drop(file);
-        self.tmp.persist(&self.path).with_context(context)?;
+        tmp.persist(&self.path).with_context(context)?;
         Ok(())
     }
 }

@@ -504,6 +504,17 @@ impl ReportWriter {
         error: Option<&str>,
         run: &RunInfo,
     ) -> anyhow::Result<()> {
+        if is_special_file(path) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot write report {}", path.display()))?;
+            let mut out = BufWriter::new(file);
+            self.write_document(&mut out, status, error, run)
+                .and_then(|()| out.flush().map_err(anyhow::Error::from))
+                .with_context(|| format!("cannot write report {}", path.display()))?;
+            return Ok(());
+        }
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -575,6 +586,13 @@ impl ReportWriter {
         }
         text
     }
+}
+
+/// Whether a path names something other than a regular file (`/dev/null`, a FIFO, a
+/// terminal): such a target is written in place. Replacing it with a renamed temp file, as
+/// regular files are, would destroy it (as root, `/dev/null` itself).
+pub fn is_special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 #[cfg(test)]

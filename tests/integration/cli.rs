@@ -360,3 +360,42 @@ fn a_sqlite_file_locked_by_another_process_is_a_clear_error() {
     });
     assert_eq!(crate::util::try_count(&env.db(), "customers"), Some(0));
 }
+
+#[test]
+fn a_report_or_rejects_path_that_is_a_pipe_is_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let mut readers = Vec::new();
+    for name in ["report.pipe", "rejects.pipe"] {
+        let path = env.path(name);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // The other end, as `--report /dev/stdout | jq` or a named pipe would have it.
+        readers.push(std::thread::spawn(move || {
+            std::fs::read_to_string(path).unwrap()
+        }));
+    }
+    let run = env.run(&[
+        "run",
+        "customers",
+        &data("checks.csv"),
+        "--report",
+        "report.pipe",
+        "--rejects",
+        "rejects.pipe",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let texts: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let report: serde_json::Value = serde_json::from_str(&texts[0]).unwrap();
+    assert_eq!(report["status"], "partial");
+    assert!(texts[1].contains("errors"), "{}", texts[1]);
+    for name in ["report.pipe", "rejects.pipe"] {
+        let kind = std::fs::symlink_metadata(env.path(name))
+            .unwrap()
+            .file_type();
+        assert!(kind.is_fifo(), "{name} was replaced by a regular file");
+    }
+}
