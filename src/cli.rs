@@ -31,7 +31,7 @@ pub struct Options {
         default_value = "pipelines.toml"
     )]
     pub config: PathBuf,
-    /// Database URL (sqlite://PATH); default: the pipeline's, then [defaults], then sqlite://custload.db.
+    /// Database URL (sqlite://PATH or postgres://USER@HOST/DB); default: the pipeline's, then [defaults], then sqlite://custload.db.
     #[arg(
         long,
         global = true,
