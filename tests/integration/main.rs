@@ -10,6 +10,7 @@
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
 //! - `json`: save-customers bodies with relations, bare arrays, NDJSON, the JSON samples.
 //! - `rejects`: `--rejects` files, fixed and fed back.
+//! - `safety`: no plaintext secret anywhere; SQL, formula and control-character payloads.
 
 mod backends;
 mod checks;
@@ -19,4 +20,5 @@ mod import;
 mod inputs;
 mod json;
 mod rejects;
+mod safety;
 mod util;

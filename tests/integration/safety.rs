@@ -1,0 +1,152 @@
+//! Secrets never leave as plaintext, and hostile values are stored verbatim and reported
+//! safely, on both backends.
+
+use crate::util::{backend, Backend, TestEnv};
+
+const CONFIG: &str = "[pipelines.customers]\n";
+
+/// Every byte custload left behind: the files of the run's directory but the input (report,
+/// rejects, SQLite files) and the database's rows.
+fn everything_written(env: &TestEnv, printed: &[&str]) -> Vec<u8> {
+    let mut all = env.database_bytes();
+    for entry in std::fs::read_dir(env.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && !path.ends_with("in.csv") {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    for text in printed {
+        all.extend_from_slice(text.as_bytes());
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn no_plaintext_password_or_url_password_anywhere() {
+    let env = TestEnv::with_config(CONFIG);
+    let csv = "external_id,full_name,email,password\n\
+               S-1,Sam One,sam@example.com,Plain-Pass-One\n\
+               S-2,Sue Two,not-an-email,Plain-Pass-Two\n\
+               S-3,Sid Three,sid@example.com,Sh0rt\n";
+    let file = env.write("in.csv", csv);
+    // A URL password: PostgreSQL's trust auth here accepts any, SQLite takes none.
+    let url = match backend() {
+        Backend::Postgres => {
+            let mut u = url::Url::parse(&env.database_url()).unwrap();
+            u.set_password(Some("Url-Secret-77")).unwrap();
+            Some(u.to_string())
+        }
+        Backend::Sqlite => None,
+    };
+    let mut cmd = env.cmd();
+    cmd.args(["run", "customers", &file, "--report", "r.json"])
+        .args(["--rejects", "rej.csv"]);
+    if let Some(u) = &url {
+        cmd.env("CUSTLOAD_DATABASE_URL", u);
+    }
+    let run = crate::util::Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let mut runs = env.cmd();
+    runs.arg("runs");
+    if let Some(u) = &url {
+        runs.env("CUSTLOAD_DATABASE_URL", u);
+    }
+    let listed = crate::util::Run::from(runs.output().unwrap());
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let report = env.report("r.json");
+    assert_eq!(report["summary"]["added"], 1);
+    let all = everything_written(
+        &env,
+        &[&run.stdout, &run.stderr, &listed.stdout, &listed.stderr],
+    );
+    assert!(
+        contains(&all, "$argon2id$"),
+        "the accepted password is stored hashed"
+    );
+    for secret in ["Plain-Pass-One", "Plain-Pass-Two", "Sh0rt", "Url-Secret-77"] {
+        assert!(!contains(&all, secret), "{secret} was written somewhere");
+    }
+    if url.is_some() {
+        assert!(
+            report["run"]["database"]
+                .as_str()
+                .unwrap()
+                .contains(":****@"),
+            "{}",
+            report["run"]
+        );
+    }
+}
+
+fn sql_formula_and_control_character_payloads_are_stored_verbatim() {
+    let env = TestEnv::with_config(CONFIG);
+    let payloads = [
+        (
+            "X-'; DROP TABLE customers;--",
+            "Robert'); DELETE FROM customers; --",
+        ),
+        ("X-=1+1", "=HYPERLINK(\"http://evil.example\",\"click\")"),
+        ("X-\u{7}bell", "Esc \u{1b}[31mred\u{1b}[0m and tab\there"),
+        ("X-quote\"", "He said \"hi\", then left"),
+    ];
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(["external_id", "full_name", "comment", "email"])
+        .unwrap();
+    for (ext, name) in &payloads {
+        csv.write_record([*ext, *name, *name, ""]).unwrap();
+    }
+    // One rejected row carries a formula too, for the rejects file.
+    csv.write_record(["X-bad", "=cmd|' /C calc'!A0", "", "not-an-email"])
+        .unwrap();
+    let file = env.write("in.csv", csv.into_inner().unwrap());
+    let run = env.run(&[
+        "run",
+        "customers",
+        &file,
+        "--report",
+        "r.json",
+        "--rejects",
+        "rej.csv",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("r.json");
+    assert_eq!(report["summary"]["added"], payloads.len());
+    let stored =
+        env.query("SELECT external_id, full_name, comment FROM customers ORDER BY customer_id");
+    assert_eq!(stored.len(), payloads.len(), "no statement was injected");
+    for (row, (ext, name)) in stored.iter().zip(&payloads) {
+        assert_eq!(row["external_id"], *ext);
+        assert_eq!(row["full_name"], *name);
+        assert_eq!(row["comment"], *name);
+    }
+    let added: Vec<&str> = report["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["external_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, payloads.map(|p| p.0));
+    // The human summary never echoes values; the report is JSON, control characters escaped.
+    assert!(!run.stderr.contains('\u{1b}'));
+    let text = std::fs::read_to_string(env.path("r.json")).unwrap();
+    assert!(!text.contains('\u{7}') && text.contains("\\u0007bell"));
+    let rejects = std::fs::read_to_string(env.path("rej.csv")).unwrap();
+    assert!(rejects.contains("'=cmd"), "formula neutralized: {rejects}");
+    // A re-run finds every payload row unchanged: stored exactly as given.
+    let again = env.run(&["run", "customers", &file, "--report", "again.json"]);
+    assert_eq!(again.code, 1);
+    assert_eq!(
+        env.report("again.json")["summary"]["unchanged"],
+        payloads.len()
+    );
+}
+
+crate::on_both_backends!(
+    no_plaintext_password_or_url_password_anywhere,
+    sql_formula_and_control_character_payloads_are_stored_verbatim,
+);
