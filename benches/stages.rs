@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the hot stages, on rows from `examples/gen_customers`:
-//! parse (CSV bytes to raw records), check (raw records to checked rows, on a 2-thread pool),
+//! parse (CSV bytes to raw records), check (raw records to checked rows, on 1 and 2 threads),
 //! and write (one batch into SQLite per batch size: first insert, then the unchanged re-run).
 //!
 //! `cargo bench --bench stages`; the whole-process comparison is `bench/run.sh`.
@@ -96,7 +96,15 @@ fn stages(c: &mut Criterion) {
     let mut sources = open_sources(&plan).unwrap();
     let records = read_all(&mut sources);
     let layout = sources.layouts[0].clone();
-    group.bench_function("check", |b| {
+    // The parallel stage alone, on one and on two threads (issue 6: two must give >= 1.8x).
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    group.bench_function("check/threads_1", |b| {
+        b.iter(|| check_all(&records, &layout, &plan, &single).len())
+    });
+    group.bench_function("check/threads_2", |b| {
         b.iter(|| check_all(&records, &layout, &plan, &pool).len())
     });
     let checked = check_all(&records, &layout, &plan, &pool);
