@@ -1,5 +1,5 @@
-//! Secrets never leave as plaintext, and hostile values are stored verbatim and reported
-//! safely, on both backends.
+//! Secrets never leave as plaintext, hostile values are stored verbatim and reported safely (on
+//! both backends), and hostile shapes (deep JSON, huge field counts) are row errors.
 
 use crate::util::{backend, Backend, TestEnv};
 
@@ -144,6 +144,52 @@ fn sql_formula_and_control_character_payloads_are_stored_verbatim() {
         env.report("again.json")["summary"]["unchanged"],
         payloads.len()
     );
+}
+
+#[test]
+fn json_nested_too_deep_is_a_row_error_and_the_run_goes_on() {
+    let env = TestEnv::with_config("[pipelines.nd]\nformat = \"ndjson\"\n");
+    let deep = format!(
+        "{{\"external_id\":\"A-2\",\"full_name\":\"Deep\",\"meta\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let body = format!(
+        "{{\"external_id\":\"A-1\",\"full_name\":\"Ann\"}}\n{deep}\n{{\"external_id\":\"A-3\",\"full_name\":\"Al\"}}\n"
+    );
+    let file = env.write("deep.ndjson", body);
+    let run = env.run(&["run", "nd", &file, "--report", "r.json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked") && !run.stderr.contains("overflow"));
+    let report = env.report("r.json");
+    assert_eq!(report["summary"]["added"], 2);
+    let detail = &report["detail"][0];
+    assert_eq!(detail["line"], 2);
+    assert!(detail["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("recursion limit"));
+}
+
+#[test]
+fn a_csv_line_with_millions_of_fields_is_a_row_error() {
+    let env = TestEnv::with_config("[pipelines.c]\n");
+    let file = env.write(
+        "wide.csv",
+        format!(
+            "external_id,full_name\nC-1,Ann\nC-2,{}\nC-3,Al\n",
+            ",".repeat(2_000_000)
+        ),
+    );
+    let run = env.run(&["run", "c", &file, "--report", "r.json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("r.json");
+    assert_eq!(report["summary"]["added"], 2);
+    assert_eq!(report["detail"][0]["line"], 3);
+    assert!(report["detail"][0]["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("2000002 fields"));
 }
 
 crate::on_both_backends!(
