@@ -11,11 +11,11 @@
 
 use super::resolve::{Action, Stored};
 use super::upsert::RowOutcome;
-use super::{quoted_column, with_conn, Backend, Conn, Store};
+use super::{bind_value, quoted_column, with_conn, Backend, Conn, Store};
 use crate::check::rules::email_key;
 use crate::record::fields::{ids::IDS, FIELDS};
 use crate::record::Value;
-use sqlx::Executor;
+use sqlx::{Executor, Row};
 use std::collections::HashMap;
 
 /// Bound parameters per statement: under SQLite's 32766 and PostgreSQL's 65535.
@@ -233,54 +233,17 @@ impl Store {
         Ok(ids)
     }
 
-    /// SQLite: inserts rows with multi-row `VALUES` lists.
+    /// SQLite: inserts rows with multi-row `VALUES` lists, returning each row's id.
     async fn insert_values(
         &mut self,
         rows: &[FullRow],
         now: i64,
         manager_id: Option<i64>,
     ) -> Result<HashMap<String, i64>, sqlx::Error> {
-        let mut ids = HashMap::with_capacity(rows.len());
-        let Some(first) = rows.first() else {
-            return Ok(ids);
-        };
-        let with_id = first.customer_id.is_some();
-        let (cols, per_row) = columns(with_id);
-        for chunk in rows.chunks((MAX_PARAMS / per_row).max(1)) {
-            let sql = format!(
-                "INSERT INTO customers ({cols}) VALUES {} RETURNING external_id, customer_id",
-                values_list(self.backend(), chunk.len(), per_row)
-            );
-            let returned: Vec<(String, i64)> = with_conn!(self, c => {
-                let mut q = sqlx::query_as(&sql);
-                for r in chunk {
-                    q = q.bind(r.external_id.as_str());
-                    if with_id {
-                        q = q.bind(r.customer_id);
-                    }
-                    for f in value_fields() {
-                        q = match &r.values[f] {
-                            Some(Value::Int(n)) => q.bind(Some(*n)),
-                            Some(Value::Text(s)) => q.bind(Some(s.as_str())),
-                            // Secrets are hashed before this point; none is ever bound.
-                            Some(Value::Secret(_)) | None if FIELDS[f].kind.is_integer() => {
-                                q.bind(None::<i64>)
-                            }
-                            Some(Value::Secret(_)) | None => q.bind(None::<&str>),
-                        };
-                    }
-                    q = q
-                        .bind(now)
-                        .bind(now)
-                        .bind(manager_id)
-                        .bind(manager_id)
-                        .bind(r.email_key.as_deref());
-                }
-                q.fetch_all(&mut *c).await?
-            });
-            ids.extend(returned);
-        }
-        Ok(ids)
+        let with_id = rows.first().is_some_and(|r| r.customer_id.is_some());
+        let returning = " RETURNING external_id, customer_id";
+        self.write_values(rows, with_id, returning, now, manager_id)
+            .await
     }
 
     /// SQLite: writes updated rows whole with multi-row `VALUES` lists and `on_conflict`.
@@ -292,14 +255,30 @@ impl Store {
         manager_id: Option<i64>,
     ) -> Result<(), sqlx::Error> {
         // SQLite finds the conflict by external_id; it needs no customer_id.
-        let with_id = false;
+        self.write_values(rows, false, on_conflict, now, manager_id)
+            .await
+            .map(|_| ())
+    }
+
+    /// `INSERT INTO customers (...) VALUES (...), ...{suffix}` in statements of up to
+    /// [`MAX_PARAMS`] parameters; the `(external_id, customer_id)` pairs a `RETURNING` suffix
+    /// returns are collected.
+    async fn write_values(
+        &mut self,
+        rows: &[FullRow],
+        with_id: bool,
+        suffix: &str,
+        now: i64,
+        manager_id: Option<i64>,
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
+        let mut ids = HashMap::new();
         let (cols, per_row) = columns(with_id);
         for chunk in rows.chunks((MAX_PARAMS / per_row).max(1)) {
             let sql = format!(
-                "INSERT INTO customers ({cols}) VALUES {}{on_conflict}",
-                values_list(self.backend(), chunk.len(), per_row),
+                "INSERT INTO customers ({cols}) VALUES {}{suffix}",
+                values_list(self.backend(), chunk.len(), per_row)
             );
-            with_conn!(self, c => {
+            let returned: Vec<(String, i64)> = with_conn!(self, c => {
                 let mut q = sqlx::query(&sql);
                 for r in chunk {
                     q = q.bind(r.external_id.as_str());
@@ -307,14 +286,8 @@ impl Store {
                         q = q.bind(r.customer_id);
                     }
                     for f in value_fields() {
-                        q = match &r.values[f] {
-                            Some(Value::Int(n)) => q.bind(Some(*n)),
-                            Some(Value::Text(s)) => q.bind(Some(s.as_str())),
-                            Some(Value::Secret(_)) | None if FIELDS[f].kind.is_integer() => {
-                                q.bind(None::<i64>)
-                            }
-                            Some(Value::Secret(_)) | None => q.bind(None::<&str>),
-                        };
+                        // Secrets are hashed before this point; none is ever bound.
+                        q = bind_value(q, &FIELDS[f], r.values[f].as_ref());
                     }
                     q = q
                         .bind(now)
@@ -323,10 +296,14 @@ impl Store {
                         .bind(manager_id)
                         .bind(r.email_key.as_deref());
                 }
-                q.execute(&mut *c).await?;
+                let rows = q.fetch_all(&mut *c).await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, sqlx::Error>>()?
             });
+            ids.extend(returned);
         }
-        Ok(())
+        Ok(ids)
     }
 }
 

@@ -245,21 +245,22 @@ pub fn placeholders(from: usize, count: usize) -> String {
 pub fn bind_value<'q, DB: Database>(
     query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>,
     def: &FieldDef,
-    value: Option<&Value>,
+    value: Option<&'q Value>,
 ) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>
 where
     i64: Encode<'q, DB> + Type<DB>,
-    String: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
     Option<i64>: Encode<'q, DB> + Type<DB>,
-    Option<String>: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
 {
     match value {
         Some(Value::Int(n)) => query.bind(*n),
-        Some(Value::Text(s)) => query.bind(s.clone()),
+        // Borrowed for the statement's life: no copy of the text per bind.
+        Some(Value::Text(s)) => query.bind(s.as_str()),
         // The writer hashes every secret before binding; a clear password never reaches SQL.
-        Some(Value::Secret(_)) => query.bind(None::<String>),
+        Some(Value::Secret(_)) => query.bind(None::<&str>),
         None if def.kind.is_integer() => query.bind(None::<i64>),
-        None => query.bind(None::<String>),
+        None => query.bind(None::<&str>),
     }
 }
 

@@ -474,12 +474,12 @@ impl Store {
             placeholders(1, columns.len())
         );
         let id: i64 = with_conn!(self, c => {
-            let mut q = sqlx::query_scalar(&sql).bind(external_id);
+            let mut q = sqlx::query(&sql).bind(external_id);
             if let Some(id) = customer_id {
                 q = q.bind(id);
             }
             for (f, v) in values {
-                q = bind_scalar_value(q, &FIELDS[*f], v.as_ref());
+                q = bind_value(q, &FIELDS[*f], v.as_ref());
             }
             q.bind(opts.now)
                 .bind(opts.now)
@@ -488,6 +488,7 @@ impl Store {
                 .bind(key)
                 .fetch_one(&mut *c)
                 .await?
+                .try_get(0)?
         });
         if simulate {
             let next = state.next_simulated_id.unwrap_or(1);
@@ -687,28 +688,6 @@ where
         customer_id,
         values,
     })
-}
-
-/// [`bind_value`] for a scalar query.
-fn bind_scalar_value<'q, DB: sqlx::Database, O>(
-    query: sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
-    def: &crate::record::fields::FieldDef,
-    value: Option<&Value>,
-) -> sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
-where
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    match value {
-        Some(Value::Int(n)) => query.bind(*n),
-        Some(Value::Text(s)) => query.bind(s.clone()),
-        // The writer hashes every secret before binding; a clear password never reaches SQL.
-        Some(Value::Secret(_)) => query.bind(None::<String>),
-        None if def.kind.is_integer() => query.bind(None::<i64>),
-        None => query.bind(None::<String>),
-    }
 }
 
 /// Applies the run's repeated-external_id policy and cuts the accepted rows into segments in
