@@ -1,8 +1,8 @@
 //! The streaming run: reader thread -> bounded channel -> checker thread (rayon pool) -> bounded
 //! channel -> writer (tokio, the calling thread).
 //!
-//! Memory is bounded by a few batches in flight: the channels hold at most [`IN_FLIGHT`] batches
-//! each, so a slow database slows the reader instead of filling memory. Checks run on rayon,
+//! Memory is bounded by a few chunks in flight: the channels hold at most [`RAW_IN_FLIGHT`] and
+//! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory. Checks run on rayon,
 //! database work on tokio; they meet only at the channel. Ctrl-C or SIGTERM rolls back the batch
 //! in flight; a second one exits at once (the database's journal keeps it consistent).
 
@@ -23,8 +23,12 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// Chunks buffered between two stages.
-const IN_FLIGHT: usize = 2;
+/// Chunks buffered between the reader and the checker.
+const RAW_IN_FLIGHT: usize = 2;
+
+/// Chunks buffered between the checker and the writer: enough for the checker to go on while
+/// the writer commits a batch (a checkpoint can take tens of milliseconds of I/O).
+const CHECKED_IN_FLIGHT: usize = 8;
 
 /// Rows per chunk at most. The stages pass a batch along in chunks, so that memory holds a few
 /// thousand rows whatever `batch_size` is (a transaction still spans the whole batch).
@@ -336,7 +340,7 @@ fn spawn_reader(
     batch_size: usize,
     stop: Arc<AtomicBool>,
 ) -> Receiver<RawMessage> {
-    let (tx, rx) = sync_channel(IN_FLIGHT);
+    let (tx, rx) = sync_channel(RAW_IN_FLIGHT);
     let chunk = chunk_size(batch_size);
     std::thread::spawn(move || {
         // One chunk is held back until the next shows whether it ended its batch: a batch also
@@ -397,7 +401,7 @@ fn spawn_checker(
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
 ) -> mpsc::Receiver<CheckedMessage> {
-    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
     std::thread::spawn(move || {
         let mut checker = Checker {

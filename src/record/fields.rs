@@ -192,6 +192,7 @@ pub const WRITER_COLUMNS: &[&str] = &[
     "created_by",
     "updated_by",
     "email_key",
+    "row_hash",
 ];
 
 /// The database column holding a field (only `password` differs: it is stored as a hash).

@@ -1,25 +1,24 @@
-//! Multi-row writes: a segment's updates, then its inserts, in a few statements instead of one
-//! per row. SQLite gets multi-row `VALUES` lists. PostgreSQL gets the rows by `COPY` into a
-//! temporary staging table and one `INSERT ... SELECT` merge per group, which measured about
-//! 15% faster than multi-row `VALUES` for a first load (README, "PostgreSQL").
+//! PostgreSQL multi-row writes: a segment's updates, then its inserts, in a few statements
+//! instead of one per row. The rows go by `COPY` into a temporary staging table and one
+//! `INSERT ... SELECT` merge per group, which measured about 15% faster than multi-row `VALUES`
+//! for a first load (README, "PostgreSQL"). (SQLite writes row by row through prepared
+//! statements: [`super::direct`].)
 //!
 //! Every row is written whole (all field columns), so rows with different fields share one
-//! statement shape: an insert binds each field it lacks to the field's default, which is the
-//! column's default; an update writes the stored row with its changes applied (the row is
-//! locked or the file write-locked, so the stored values are current) through
+//! statement shape: an insert carries each field it lacks at the field's default, which is the
+//! column's default; an update writes the stored row with its changes applied (the rows are
+//! locked, so the stored values are current) through
 //! `INSERT ... ON CONFLICT (external_id) DO UPDATE`.
 
-use super::resolve::{Action, Stored};
+use super::resolve::{Action, Resolver, RowHash, Stored};
 use super::upsert::RowOutcome;
-use super::{bind_value, quoted_column, with_conn, Backend, Conn, Store};
+use super::{quoted_column, Conn, Store};
 use crate::check::rules::email_key;
+use crate::check::Checked;
 use crate::record::fields::{ids::IDS, FIELDS};
 use crate::record::Value;
-use sqlx::{Executor, Row};
+use sqlx::Executor;
 use std::collections::HashMap;
-
-/// Bound parameters per statement: under SQLite's 32766 and PostgreSQL's 65535.
-const MAX_PARAMS: usize = 30_000;
 
 /// A row as written: one value per field of [`FIELDS`] (`customer_id` and `external_id` are
 /// taken from the struct), plus the writer's columns.
@@ -34,6 +33,8 @@ pub struct FullRow {
     pub values: Vec<Option<Value>>,
     /// Lower-cased email.
     pub email_key: Option<String>,
+    /// Content hash of the row's provided values.
+    pub row_hash: RowHash,
 }
 
 impl FullRow {
@@ -44,6 +45,7 @@ impl FullRow {
         customer_id: Option<i64>,
         values: Vec<(usize, Option<Value>)>,
         key: Option<String>,
+        row_hash: RowHash,
     ) -> FullRow {
         let mut full: Vec<Option<Value>> =
             FIELDS.iter().map(|d| d.default.map(Value::Int)).collect();
@@ -56,14 +58,16 @@ impl FullRow {
             external_id: external_id.to_owned(),
             values: full,
             email_key: key,
+            row_hash,
         }
     }
 
-    /// The row an update leaves: the stored one with the changes applied.
+    /// The row an update leaves: the stored one with the row's values applied.
     pub fn for_update(
         row: usize,
         stored: &Stored,
         changes: Vec<(usize, Option<Value>)>,
+        row_hash: RowHash,
     ) -> FullRow {
         let mut full = stored.values.clone();
         for (f, v) in changes {
@@ -83,6 +87,7 @@ impl FullRow {
             external_id,
             values: full,
             email_key: key,
+            row_hash,
         }
     }
 }
@@ -106,39 +111,12 @@ fn columns(with_id: bool) -> (String, usize) {
             "created_by",
             "updated_by",
             "email_key",
+            "row_hash",
         ]
         .map(String::from),
     );
     let n = cols.len();
     (cols.join(", "), n)
-}
-
-/// `(...), (...)`: `rows` tuples of `per_row` parameters. SQLite gets `?` (it looks up every
-/// numbered parameter by name, a scan per bind); PostgreSQL gets `$n`.
-fn values_list(backend: Backend, rows: usize, per_row: usize) -> String {
-    let mut out = String::with_capacity(rows * per_row * 4);
-    let mut n = 0;
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for c in 0..per_row {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            n += 1;
-            match backend {
-                Backend::Sqlite => out.push('?'),
-                Backend::Postgres => {
-                    out.push('$');
-                    out.push_str(&n.to_string());
-                }
-            }
-        }
-        out.push(')');
-    }
-    out
 }
 
 impl Store {
@@ -150,10 +128,7 @@ impl Store {
         manager_id: Option<i64>,
     ) -> Result<HashMap<String, i64>, sqlx::Error> {
         let with_id = rows.first().is_some_and(|r| r.customer_id.is_some());
-        match self.backend() {
-            Backend::Sqlite => self.insert_values(rows, now, manager_id).await,
-            Backend::Postgres => self.merge_staged(rows, with_id, "", now, manager_id).await,
-        }
+        self.merge_staged(rows, with_id, "", now, manager_id).await
     }
 
     /// Writes updated rows whole, keeping their ids and created_* columns.
@@ -168,22 +143,18 @@ impl Store {
         }
         let sets: Vec<String> = value_fields()
             .map(|f| quoted_column(&FIELDS[f]))
-            .chain(["updated_time", "updated_by", "email_key"].map(String::from))
+            .chain(["updated_time", "updated_by", "email_key", "row_hash"].map(String::from))
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
         let conflict = format!(
             " ON CONFLICT (external_id) DO UPDATE SET {}",
             sets.join(", ")
         );
-        match self.backend() {
-            Backend::Sqlite => self.update_values(rows, &conflict, now, manager_id).await,
-            // PostgreSQL evaluates an omitted customer_id (a sequence draw) before it sees the
-            // conflict, so the id is given there.
-            Backend::Postgres => self
-                .merge_staged(rows, true, &conflict, now, manager_id)
-                .await
-                .map(|_| ()),
-        }
+        // PostgreSQL evaluates an omitted customer_id (a sequence draw) before it sees the
+        // conflict, so the id is given.
+        self.merge_staged(rows, true, &conflict, now, manager_id)
+            .await
+            .map(|_| ())
     }
 
     /// PostgreSQL: COPY the rows into the session's staging table, then move them into
@@ -232,79 +203,6 @@ impl Store {
         ids.extend(returned);
         Ok(ids)
     }
-
-    /// SQLite: inserts rows with multi-row `VALUES` lists, returning each row's id.
-    async fn insert_values(
-        &mut self,
-        rows: &[FullRow],
-        now: i64,
-        manager_id: Option<i64>,
-    ) -> Result<HashMap<String, i64>, sqlx::Error> {
-        let with_id = rows.first().is_some_and(|r| r.customer_id.is_some());
-        let returning = " RETURNING external_id, customer_id";
-        self.write_values(rows, with_id, returning, now, manager_id)
-            .await
-    }
-
-    /// SQLite: writes updated rows whole with multi-row `VALUES` lists and `on_conflict`.
-    async fn update_values(
-        &mut self,
-        rows: &[FullRow],
-        on_conflict: &str,
-        now: i64,
-        manager_id: Option<i64>,
-    ) -> Result<(), sqlx::Error> {
-        // SQLite finds the conflict by external_id; it needs no customer_id.
-        self.write_values(rows, false, on_conflict, now, manager_id)
-            .await
-            .map(|_| ())
-    }
-
-    /// `INSERT INTO customers (...) VALUES (...), ...{suffix}` in statements of up to
-    /// [`MAX_PARAMS`] parameters; the `(external_id, customer_id)` pairs a `RETURNING` suffix
-    /// returns are collected.
-    async fn write_values(
-        &mut self,
-        rows: &[FullRow],
-        with_id: bool,
-        suffix: &str,
-        now: i64,
-        manager_id: Option<i64>,
-    ) -> Result<HashMap<String, i64>, sqlx::Error> {
-        let mut ids = HashMap::new();
-        let (cols, per_row) = columns(with_id);
-        for chunk in rows.chunks((MAX_PARAMS / per_row).max(1)) {
-            let sql = format!(
-                "INSERT INTO customers ({cols}) VALUES {}{suffix}",
-                values_list(self.backend(), chunk.len(), per_row)
-            );
-            let returned: Vec<(String, i64)> = with_conn!(self, c => {
-                let mut q = sqlx::query(&sql);
-                for r in chunk {
-                    q = q.bind(r.external_id.as_str());
-                    if with_id {
-                        q = q.bind(r.customer_id);
-                    }
-                    for f in value_fields() {
-                        // Secrets are hashed before this point; none is ever bound.
-                        q = bind_value(q, &FIELDS[f], r.values[f].as_ref());
-                    }
-                    q = q
-                        .bind(now)
-                        .bind(now)
-                        .bind(manager_id)
-                        .bind(manager_id)
-                        .bind(r.email_key.as_deref());
-                }
-                let rows = q.fetch_all(&mut *c).await?;
-                rows.iter()
-                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                    .collect::<Result<_, sqlx::Error>>()?
-            });
-            ids.extend(returned);
-        }
-        Ok(ids)
-    }
 }
 
 /// Appends one row in COPY's text format. Written by hand because it is four escapes and a
@@ -351,6 +249,11 @@ fn copy_row(out: &mut String, r: &FullRow, with_id: bool, now: i64, manager_id: 
     }
     out.push('\t');
     cell(out, r.email_key.as_deref());
+    // bytea in COPY text: `\x` and hex digits, the backslash doubled by COPY's escaping.
+    out.push_str("\t\\\\x");
+    for b in r.row_hash {
+        out.push_str(&format!("{b:02x}"));
+    }
     out.push('\n');
 }
 
@@ -370,8 +273,10 @@ pub struct Planned {
 pub fn plan(
     segment: &[usize],
     actions: Vec<Action>,
-    external_ids: &[&str],
+    hashes: &[RowHash],
+    rows: &[Checked],
     stored: &HashMap<String, Stored>,
+    resolver: &Resolver<'_>,
     outcomes: &mut [RowOutcome],
 ) -> Planned {
     let mut planned = Planned {
@@ -379,27 +284,28 @@ pub fn plan(
         inserts_with_id: Vec::new(),
         inserts: Vec::new(),
     };
-    for ((&i, action), ext) in segment.iter().zip(actions).zip(external_ids) {
+    for ((&i, action), hash) in segment.iter().zip(actions).zip(hashes) {
+        let row = &rows[i];
         match action {
             Action::Insert {
                 customer_id,
-                values,
                 email_key,
             } => {
-                let row = FullRow::for_insert(i, ext, customer_id, values, email_key);
+                let values = resolver.assignments(row);
+                let full =
+                    FullRow::for_insert(i, &row.external_id, customer_id, values, email_key, *hash);
                 if customer_id.is_some() {
-                    planned.inserts_with_id.push(row);
+                    planned.inserts_with_id.push(full);
                 } else {
-                    planned.inserts.push(row);
+                    planned.inserts.push(full);
                 }
             }
-            Action::Update {
-                customer_id,
-                changes,
-                ..
-            } => {
-                if let Some(s) = stored.get(*ext) {
-                    planned.updates.push(FullRow::for_update(i, s, changes));
+            Action::Update { customer_id, .. } => {
+                if let Some(s) = stored.get(&row.external_id) {
+                    let values = resolver.assignments(row);
+                    planned
+                        .updates
+                        .push(FullRow::for_update(i, s, values, *hash));
                     outcomes[i] = RowOutcome::Updated(customer_id);
                 }
             }
@@ -415,12 +321,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_lists_number_postgres_parameters_and_not_sqlite_ones() {
-        assert_eq!(values_list(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
-        assert_eq!(values_list(Backend::Postgres, 2, 2), "($1, $2), ($3, $4)");
-    }
-
-    #[test]
     fn copy_text_escapes_separators_and_writes_nulls() {
         let mut row = FullRow::for_insert(
             0,
@@ -431,13 +331,20 @@ mod tests {
                 Some(Value::Text("a\\b\nc\rd".into())),
             )],
             Some("x@y".into()),
+            [0xab; 16],
         );
         row.values[IDS.email] = None;
         let mut out = String::new();
         copy_row(&mut out, &row, false, 5, None);
         assert!(out.starts_with("X\\t1\t"), "{out}");
         assert!(out.contains("\ta\\\\b\\nc\\rd\t"), "{out}");
-        assert!(out.ends_with("\t5\t5\t\\N\t\\N\tx@y\n"), "{out}");
+        assert!(
+            out.ends_with(&format!(
+                "\t5\t5\t\\N\t\\N\tx@y\t\\\\x{}\n",
+                "ab".repeat(16)
+            )),
+            "{out}"
+        );
         assert_eq!(out.matches('\n').count(), 1);
     }
 
@@ -450,6 +357,7 @@ mod tests {
             None,
             vec![(IDS.first_name, Some(Value::Text("Ann".into())))],
             None,
+            [0; 16],
         );
         assert_eq!(row.values[IDS.first_name], Some(Value::Text("Ann".into())));
         assert_eq!(row.values[enable], Some(Value::Int(1)));
@@ -465,11 +373,13 @@ mod tests {
         let stored = Stored {
             customer_id: 7,
             values,
+            row_hash: None,
         };
         let row = FullRow::for_update(
             3,
             &stored,
             vec![(IDS.email, Some(Value::Text("New@Example.com".into())))],
+            [1; 16],
         );
         assert_eq!(row.customer_id, Some(7));
         assert_eq!(row.external_id, "X-1");

@@ -6,6 +6,7 @@
 //! [`with_conn!`], so a query is written once and runs with the backend's own types.
 
 pub mod bulk;
+mod direct;
 pub mod reference;
 pub mod relations;
 pub mod resolve;
@@ -14,11 +15,10 @@ pub mod runs;
 pub mod upsert;
 
 use crate::record::fields::{column_name, FieldDef, FIELDS};
-use crate::record::Value;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Database, Encode, Executor, Type};
+use sqlx::{ConnectOptions, Connection, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -186,7 +186,9 @@ async fn connect(url: &str, backend: Backend) -> anyhow::Result<Conn> {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(lock_timeout())
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("cache_size", "-32000")
+                .pragma("wal_autocheckpoint", "16384");
             Conn::Sqlite(SqliteConnection::connect_with(&options).await?)
         }
         Backend::Postgres => {
@@ -231,37 +233,6 @@ pub fn field_column_list() -> String {
         .map(quoted_column)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `$from, $from+1, ...`: `count` placeholders, numbered from `from`.
-pub fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Binds an optional value with the SQL type of its field, on either backend.
-pub fn bind_value<'q, DB: Database>(
-    query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>,
-    def: &FieldDef,
-    value: Option<&'q Value>,
-) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>
-where
-    i64: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<i64>: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-{
-    match value {
-        Some(Value::Int(n)) => query.bind(*n),
-        // Borrowed for the statement's life: no copy of the text per bind.
-        Some(Value::Text(s)) => query.bind(s.as_str()),
-        // The writer hashes every secret before binding; a clear password never reaches SQL.
-        Some(Value::Secret(_)) => query.bind(None::<&str>),
-        None if def.kind.is_integer() => query.bind(None::<i64>),
-        None => query.bind(None::<&str>),
-    }
 }
 
 /// Test databases: a SQLite file in a temp dir, and a fresh schema of the PostgreSQL server
@@ -345,7 +316,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let mut store = Store::open(&url).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), 3);
         let sql = "SELECT name FROM pragma_table_info('customers') ORDER BY cid";
         let columns: Vec<String> =
             with_conn!(store, c => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap());
@@ -359,7 +330,7 @@ mod tests {
         };
         let mut store = Store::open(&url).await.unwrap();
         assert_eq!(store.backend(), Backend::Postgres);
-        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(store.schema_version().await.unwrap(), 3);
         let sql = "SELECT column_name::text FROM information_schema.columns \
                    WHERE table_name = 'customers' AND table_schema = current_schema() \
                    ORDER BY ordinal_position";
@@ -368,7 +339,7 @@ mod tests {
         assert_eq!(columns, expected_columns());
         // Opening again finds the schema up to date.
         let mut again = Store::open(&url).await.unwrap();
-        assert_eq!(again.schema_version().await.unwrap(), 2);
+        assert_eq!(again.schema_version().await.unwrap(), 3);
         drop((store, again));
         testdb::drop_schema(&url).await;
     }

@@ -1,11 +1,15 @@
 //! Decides what each checked row does to the database: insert, update (which columns), leave
-//! unchanged, or reject, given what is stored. Pure: the caller fetches the stored rows and
-//! owners, and executes the actions.
+//! unchanged, or reject, given what is stored. Pure: the caller looks up the stored row and who
+//! holds the row's email and customer_id, and executes the action.
 //!
 //! This is where the checks that need state live: email uniqueness (database and earlier rows),
 //! explicit customer_id ownership, and the name rule, which looks at the record as it will be
 //! stored (stored values merged with the row's) so that a partial update is not rejected for
 //! fields it does not carry.
+//!
+//! It also computes a row's content hash ([`Resolver::row_hash`]): a hash of the values the row
+//! gives, which the writer stores with each write. When a row's hash equals the stored one, the
+//! row is unchanged without a value-by-value comparison ([`Resolver::resolve_same_hash`]).
 
 use crate::check::issue::{Code, Issue};
 use crate::check::refdata::RefData;
@@ -17,6 +21,10 @@ use crate::record::{Slot, Value};
 use crate::secret;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use xxhash_rust::xxh3::Xxh3;
+
+/// A content hash of the values a row gives (see [`Resolver::row_hash`]).
+pub type RowHash = [u8; 16];
 
 /// A customer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +33,9 @@ pub struct Stored {
     pub customer_id: i64,
     /// One value per field of [`FIELDS`] (`password` holds the hash).
     pub values: Vec<Option<Value>>,
+    /// The content hash of the write that last changed the row; `None` when unknown (written
+    /// before hashes were kept, or changed by something other than custload).
+    pub row_hash: Option<RowHash>,
 }
 
 /// A column value to write: `None` is SQL NULL.
@@ -33,25 +44,19 @@ pub type Assignment = (FieldId, Option<Value>);
 /// What to do with one row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A new customer.
+    /// A new customer: every field the row gives, the others at their defaults.
     Insert {
         /// Explicit id, or none to let the database assign one.
         customer_id: Option<i64>,
-        /// Every provided field.
-        values: Vec<Assignment>,
         /// The email's uniqueness key.
         email_key: Option<String>,
     },
-    /// Changed fields of an existing customer.
+    /// An existing customer with at least one value that differs: the fields the row gives.
     Update {
         /// The customer.
         customer_id: i64,
-        /// Only the fields whose value differs.
-        changes: Vec<Assignment>,
         /// New email key when the email changes (inner `None` = cleared).
         email_key: Option<Option<String>>,
-        /// Stored password hash to verify a provided password against before writing it.
-        stored_hash: Option<String>,
     },
     /// Nothing to write.
     Unchanged {
@@ -62,7 +67,23 @@ pub enum Action {
     Reject,
 }
 
-/// Per-segment state for sequential decisions.
+/// A value the row writes, borrowed, for hashing.
+enum Target<'v> {
+    Int(i64),
+    Text(&'v str),
+}
+
+/// Who holds the row's email and explicit customer_id before the row is written, as the
+/// database and the rows before it leave them: the external_id of the holder, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Holders<'a> {
+    /// Holder of the row's new email key.
+    pub email: Option<&'a str>,
+    /// Holder of the row's explicit customer_id.
+    pub id: Option<&'a str>,
+}
+
+/// The decision rules of one run.
 pub struct Resolver<'a> {
     /// Empty-cell policy.
     pub empty: EmptyPolicy,
@@ -70,34 +91,116 @@ pub struct Resolver<'a> {
     pub ctx: RuleContext,
     /// Desks and statuses of this run.
     pub refdata: &'a RefData,
-    /// Stored customers of this segment by external_id.
-    pub stored: &'a HashMap<String, Stored>,
-    /// email key -> owning external_id (`None` = released earlier in this segment).
-    pub emails: HashMap<String, Option<String>>,
-    /// explicit customer_id -> owning external_id.
-    pub ids: HashMap<i64, String>,
 }
 
 impl Resolver<'_> {
     /// Decides one accepted-so-far row; adds an issue and returns `Reject` when a check fails.
-    pub fn resolve(&mut self, row: &mut Checked) -> Action {
-        let stored = self.stored.get(&row.external_id);
+    pub fn resolve(
+        &self,
+        row: &mut Checked,
+        stored: Option<&Stored>,
+        holders: Holders<'_>,
+    ) -> Action {
         let before = row.issues.len();
-        self.check_customer_id(row, stored);
+        self.check_customer_id(row, stored.map(|s| s.customer_id), holders.id);
         self.check_name(row, stored);
-        self.check_reference(row, stored);
-        let new_key = self.check_email(row);
+        let brand = self.merged_brand(row, || stored.and_then(|s| s.values[IDS.brand].as_ref()));
+        self.check_reference(row, &brand);
+        let new_key = self.new_email_key(row);
+        self.check_email(row, &new_key, holders.email);
         if row.issues[before..].iter().any(Issue::is_error) {
             return Action::Reject;
         }
-        self.claim(row, stored, new_key.clone());
         match stored {
             None => self.insert(row, new_key),
             Some(s) => self.update(row, s, new_key),
         }
     }
 
-    fn target(&self, slot: &Slot, field: FieldId) -> Option<Option<Value>> {
+    /// Decides a row whose [`row_hash`](Self::row_hash) equals the stored one and which gives
+    /// no password: every value it gives equals the stored one. The checks that may have
+    /// changed since that write still run: the desk and statuses against today's reference
+    /// data, and an explicit customer_id. The name rule held for the stored record when it was
+    /// written and the record is the same; the email is the customer's own.
+    pub fn resolve_same_hash(
+        &self,
+        row: &mut Checked,
+        customer_id: i64,
+        stored_brand: Option<&str>,
+        id_holder: Option<&str>,
+    ) -> Action {
+        let before = row.issues.len();
+        self.check_customer_id(row, Some(customer_id), id_holder);
+        let stored_brand = stored_brand.map(|b| Value::Text(b.to_owned()));
+        let brand = self.merged_brand(row, || stored_brand.as_ref());
+        self.check_reference(row, &brand);
+        if row.issues[before..].iter().any(Issue::is_error) {
+            return Action::Reject;
+        }
+        Action::Unchanged { customer_id }
+    }
+
+    /// Whether [`resolve_same_hash`](Self::resolve_same_hash) may decide the row: it gives no
+    /// password, whose comparison needs the stored hash.
+    pub fn hash_decides(&self, row: &Checked) -> bool {
+        self.target(row.customer.slot(IDS.password), IDS.password)
+            .is_none()
+    }
+
+    /// The content hash of what the row writes: every field it gives a value to (or clears),
+    /// with that value, except `customer_id`, `external_id` (the key) and `password` (salted
+    /// hashes differ each time; a row with a password is compared value by value).
+    ///
+    /// 128 bits of xxh3 over a tagged, length-prefixed encoding: two different rows share a
+    /// hash with a chance of about 2^-128.
+    pub fn row_hash(&self, row: &Checked) -> RowHash {
+        /// Bumped whenever the encoding below changes, so that old hashes no longer match.
+        const SCHEME: u8 = 1;
+        let mut h = Xxh3::new();
+        h.update(&[SCHEME]);
+        for (f, def) in FIELDS.iter().enumerate() {
+            if f == IDS.customer_id || f == IDS.external_id || f == IDS.password {
+                continue;
+            }
+            let value = match (row.customer.slot(f), self.empty) {
+                (Slot::Absent, _) | (Slot::Empty, EmptyPolicy::Keep) => continue,
+                (Slot::Empty, EmptyPolicy::Clear) => def.default.map(Target::Int),
+                (Slot::Set(Value::Int(n)), _) => Some(Target::Int(*n)),
+                (Slot::Set(Value::Text(t)), _) => Some(Target::Text(t)),
+                // Only the password holds secrets, and it is skipped above.
+                (Slot::Set(Value::Secret(_)), _) => Some(Target::Text("")),
+            };
+            // Field ids fit a u16; the catalog has a few dozen fields.
+            h.update(&(f as u16).to_le_bytes());
+            match value {
+                None => h.update(&[0]),
+                Some(Target::Int(n)) => {
+                    h.update(&[1]);
+                    h.update(&n.to_le_bytes());
+                }
+                Some(Target::Text(t)) => {
+                    h.update(&[2]);
+                    h.update(&(t.len() as u64).to_le_bytes());
+                    h.update(t.as_bytes());
+                }
+            }
+        }
+        h.digest128().to_le_bytes()
+    }
+
+    /// The email key the row sets: `Some(Some(key))` for an email, `Some(None)` when it clears
+    /// the email, `None` when it leaves the email alone.
+    pub fn new_email_key(&self, row: &Checked) -> Option<Option<String>> {
+        match (row.customer.slot(IDS.email), self.empty) {
+            (Slot::Set(Value::Text(e)), _) => Some(Some(email_key(e))),
+            (Slot::Empty, EmptyPolicy::Clear) => Some(None),
+            _ => None,
+        }
+    }
+
+    /// What the row writes into a field: `None` leaves the stored value, `Some(None)` stores
+    /// NULL (or the field's default).
+    pub fn target(&self, slot: &Slot, field: FieldId) -> Option<Option<Value>> {
         match slot {
             Slot::Absent => None,
             Slot::Empty => match self.empty {
@@ -108,50 +211,48 @@ impl Resolver<'_> {
         }
     }
 
+    /// What the row writes: every field it gives a value to (or clears), with that value.
+    pub fn assignments(&self, row: &Checked) -> Vec<Assignment> {
+        (0..FIELDS.len())
+            .filter(|&f| f != IDS.customer_id && f != IDS.external_id)
+            .filter_map(|f| self.target(row.customer.slot(f), f).map(|t| (f, t)))
+            .collect()
+    }
+
     fn insert(&self, row: &Checked, new_key: Option<Option<String>>) -> Action {
-        let values = FIELDS
-            .iter()
-            .enumerate()
-            .filter(|(f, _)| *f != IDS.customer_id && *f != IDS.external_id)
-            .filter_map(|(f, _)| self.target(row.customer.slot(f), f).map(|t| (f, t)))
-            .collect();
         Action::Insert {
             customer_id: row.customer.int(IDS.customer_id).filter(|id| *id > 0),
-            values,
             email_key: new_key.flatten(),
         }
     }
 
     fn update(&self, row: &Checked, stored: &Stored, new_key: Option<Option<String>>) -> Action {
-        let mut changes = Vec::new();
-        let mut stored_hash = None;
-        for f in 0..FIELDS.len() {
-            if f == IDS.customer_id || f == IDS.external_id {
-                continue;
-            }
-            let Some(target) = self.target(row.customer.slot(f), f) else {
-                continue;
-            };
-            if let Some(Value::Secret(_)) = &target {
-                if let Some(Value::Text(hash)) = &stored.values[f] {
-                    stored_hash = Some(hash.clone());
-                }
-                changes.push((f, target));
-            } else if stored.values[f] != target {
-                changes.push((f, target));
-            }
+        let unchanged = Action::Unchanged {
+            customer_id: stored.customer_id,
+        };
+        if self.hash_decides(row) && stored.row_hash == Some(self.row_hash(row)) {
+            return unchanged;
         }
-        if changes.is_empty() {
-            return Action::Unchanged {
-                customer_id: stored.customer_id,
-            };
+        let differs = |f: FieldId| -> bool {
+            let now = &stored.values[f];
+            match (row.customer.slot(f), self.empty) {
+                (Slot::Absent, _) | (Slot::Empty, EmptyPolicy::Keep) => false,
+                (Slot::Empty, EmptyPolicy::Clear) => *now != FIELDS[f].default.map(Value::Int),
+                // Passwords are settled (verified or hashed) before rows are decided; one still
+                // in clear is written.
+                (Slot::Set(Value::Secret(_)), _) => true,
+                (Slot::Set(v), _) => now.as_ref() != Some(v),
+            }
+        };
+        let changed = (0..FIELDS.len())
+            .filter(|&f| f != IDS.customer_id && f != IDS.external_id)
+            .any(differs);
+        if !changed {
+            return unchanged;
         }
-        let email_changes = changes.iter().any(|(f, _)| *f == IDS.email);
         Action::Update {
             customer_id: stored.customer_id,
-            changes,
-            email_key: if email_changes { new_key } else { None },
-            stored_hash,
+            email_key: if differs(IDS.email) { new_key } else { None },
         }
     }
 
@@ -168,6 +269,23 @@ impl Resolver<'_> {
             _ => stored
                 .and_then(|s| s.values[f].clone())
                 .or(FIELDS[f].default.map(Value::Int)),
+        }
+    }
+
+    /// The brand the customer will have: the row's, or the stored one (`stored_brand`).
+    fn merged_brand<'v>(
+        &self,
+        row: &Checked,
+        stored_brand: impl FnOnce() -> Option<&'v Value>,
+    ) -> String {
+        let brand = match (row.customer.slot(IDS.brand), self.empty) {
+            (Slot::Set(v), _) => Some(v),
+            (Slot::Empty, EmptyPolicy::Clear) => None,
+            _ => stored_brand(),
+        };
+        match brand {
+            Some(Value::Text(b)) => b.clone(),
+            _ => String::new(),
         }
     }
 
@@ -192,34 +310,30 @@ impl Resolver<'_> {
     }
 
     /// Desk and status ids against the reference data, in the brand the customer will have.
-    fn check_reference(&self, row: &mut Checked, stored: Option<&Stored>) {
-        let brand = match self.merged(row, stored, IDS.brand) {
-            Some(Value::Text(b)) => b,
-            _ => String::new(),
-        };
+    fn check_reference(&self, row: &mut Checked, brand: &str) {
         let mut found = Vec::new();
         if let Some(desk) = row.customer.text(IDS.desk) {
-            found.extend(self.refdata.desk_issue(&brand, desk));
+            found.extend(self.refdata.desk_issue(brand, desk));
         }
         for (f, def) in FIELDS.iter().enumerate() {
             if let (Kind::StatusId { status_type }, Some(id)) = (def.kind, row.customer.int(f)) {
-                found.extend(self.refdata.status_issue(def.name, id, status_type, &brand));
+                found.extend(self.refdata.status_issue(def.name, id, status_type, brand));
             }
         }
         row.issues.extend(found);
     }
 
-    fn check_customer_id(&self, row: &mut Checked, stored: Option<&Stored>) {
+    /// An explicit customer_id must be the stored customer's own, or free (`holder` is who
+    /// holds it now).
+    fn check_customer_id(&self, row: &mut Checked, stored_id: Option<i64>, holder: Option<&str>) {
         let Some(id) = row.customer.int(IDS.customer_id).filter(|id| *id > 0) else {
             return;
         };
-        if let Some(s) = stored {
-            if s.customer_id == id {
-                return;
-            }
+        if stored_id == Some(id) {
+            return;
         }
-        match self.ids.get(&id) {
-            Some(owner) if *owner != row.external_id => row.issues.push(Issue::new(
+        match holder {
+            Some(owner) if owner != row.external_id => row.issues.push(Issue::new(
                 Code::RetDuplicateRecord,
                 "customer_id",
                 format!(
@@ -228,44 +342,75 @@ impl Resolver<'_> {
                 ),
             )),
             _ => {
-                if let Some(s) = stored {
+                if let Some(stored_id) = stored_id {
                     row.issues.push(Issue::invalid(
                         "customer_id",
-                        format!("customer_id {id} differs from the stored customer_id {} of this external_id; a customer's id cannot change", s.customer_id),
+                        format!("customer_id {id} differs from the stored customer_id {stored_id} of this external_id; a customer's id cannot change"),
                     ));
                 }
             }
         }
     }
 
-    /// Checks the row's email against its owners; returns the new key when the email is given
-    /// (`Some(None)` when it is cleared).
-    fn check_email(&self, row: &mut Checked) -> Option<Option<String>> {
-        let new_key = match (row.customer.slot(IDS.email), self.empty) {
-            (Slot::Set(Value::Text(e)), _) => Some(Some(email_key(e))),
-            (Slot::Empty, EmptyPolicy::Clear) => Some(None),
+    /// Checks the row's new email key against its holder.
+    fn check_email(
+        &self,
+        row: &mut Checked,
+        new_key: &Option<Option<String>>,
+        holder: Option<&str>,
+    ) {
+        if !matches!(new_key, Some(Some(_))) {
+            return;
+        }
+        if let Some(owner) = holder.filter(|o| *o != row.external_id) {
+            let email = row.customer.text(IDS.email).unwrap_or_default();
+            row.issues.push(Issue::new(
+                Code::RetDuplicateRecord,
+                "email",
+                format!(
+                    "email {} already belongs to customer {}",
+                    quote(&FIELDS[IDS.email], email, &self.ctx),
+                    quote(&FIELDS[IDS.external_id], owner, &self.ctx)
+                ),
+            ));
+        }
+    }
+}
+
+/// Holders of emails and explicit customer_ids for decisions made a segment at a time before
+/// any of its rows is written (PostgreSQL): what the database held when the segment was read,
+/// updated by what each accepted row takes and releases.
+#[derive(Debug, Default)]
+pub struct Claims {
+    /// email key -> holding external_id (`None` = released earlier in this segment).
+    pub emails: HashMap<String, Option<String>>,
+    /// explicit customer_id -> holding external_id.
+    pub ids: HashMap<i64, String>,
+}
+
+impl Claims {
+    /// Who holds the row's new email key and explicit customer_id.
+    pub fn holders<'c>(&'c self, row: &Checked, new_key: &Option<Option<String>>) -> Holders<'c> {
+        let email = match new_key {
+            Some(Some(key)) => self.emails.get(key).and_then(|o| o.as_deref()),
             _ => None,
         };
-        if let Some(Some(key)) = &new_key {
-            let owner = self.emails.get(key).cloned().flatten();
-            if let Some(owner) = owner.filter(|o| *o != row.external_id) {
-                let email = row.customer.text(IDS.email).unwrap_or_default();
-                row.issues.push(Issue::new(
-                    Code::RetDuplicateRecord,
-                    "email",
-                    format!(
-                        "email {} already belongs to customer {}",
-                        quote(&FIELDS[IDS.email], email, &self.ctx),
-                        quote(&FIELDS[IDS.external_id], &owner, &self.ctx)
-                    ),
-                ));
-            }
-        }
-        new_key
+        let id = row
+            .customer
+            .int(IDS.customer_id)
+            .filter(|id| *id > 0)
+            .and_then(|id| self.ids.get(&id))
+            .map(String::as_str);
+        Holders { email, id }
     }
 
     /// Records what an accepted row takes and releases, for the rows after it.
-    fn claim(&mut self, row: &Checked, stored: Option<&Stored>, new_key: Option<Option<String>>) {
+    pub fn claim(
+        &mut self,
+        row: &Checked,
+        stored: Option<&Stored>,
+        new_key: Option<Option<String>>,
+    ) {
         if let Some(new_key) = new_key {
             let old_key = stored.and_then(|s| match &s.values[IDS.email] {
                 Some(Value::Text(e)) => Some(email_key(e)),
@@ -288,32 +433,40 @@ impl Resolver<'_> {
     }
 }
 
-/// Hashes new passwords and verifies provided ones against stored hashes, in parallel; an update
-/// whose only change was an unchanged password becomes `Unchanged`.
-pub fn settle_passwords(actions: &mut [Action]) -> anyhow::Result<()> {
-    actions.par_iter_mut().try_for_each(|action| -> anyhow::Result<()> {
-        match action {
-            Action::Insert { values, .. } => hash_in_place(values),
-            Action::Update { customer_id, changes, stored_hash, .. } => {
-                if let Some(hash) = stored_hash.take() {
-                    changes.retain(|(_, v)| !matches!(v, Some(Value::Secret(s)) if secret::password_matches(s, &hash)));
-                }
-                hash_in_place(changes)?;
-                if changes.is_empty() {
-                    *action = Action::Unchanged { customer_id: *customer_id };
-                }
-                Ok(())
-            }
-            Action::Unchanged { .. } | Action::Reject => Ok(()),
-        }
-    })
+/// Whether the row gives a password in clear (to settle before the row is decided).
+pub fn has_clear_password(row: &Checked) -> bool {
+    !row.is_rejected() && matches!(row.customer.slot(IDS.password), Slot::Set(Value::Secret(_)))
 }
 
-fn hash_in_place(values: &mut [Assignment]) -> anyhow::Result<()> {
-    for (_, value) in values.iter_mut() {
-        if let Some(Value::Secret(s)) = value {
-            *value = Some(Value::Text(secret::hash_password(s)?));
-        }
+/// Settles the passwords of `pending` rows (index, stored hash of the customer if any), in
+/// parallel on `pool` (Argon2 takes tens of milliseconds a password): a password that verifies
+/// against the stored hash leaves the field alone (`Absent`: unchanged, no new hash); any other
+/// is replaced by its Argon2id hash, which the writer stores.
+pub fn settle_passwords(
+    rows: &mut [Checked],
+    pending: Vec<(usize, Option<String>)>,
+    pool: &rayon::ThreadPool,
+) -> anyhow::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let shared: &[Checked] = rows;
+    let settled: Vec<anyhow::Result<Slot>> = pool.install(|| {
+        pending
+            .par_iter()
+            .map(|(i, stored)| {
+                let Slot::Set(Value::Secret(clear)) = shared[*i].customer.slot(IDS.password) else {
+                    return Ok(Slot::Absent);
+                };
+                match stored {
+                    Some(hash) if secret::password_matches(clear, hash) => Ok(Slot::Absent),
+                    _ => Ok(Slot::Set(Value::Text(secret::hash_password(clear)?))),
+                }
+            })
+            .collect()
+    });
+    for ((i, _), slot) in pending.into_iter().zip(settled) {
+        rows[i].customer.set(IDS.password, slot?);
     }
     Ok(())
 }
@@ -359,20 +512,109 @@ mod tests {
         Stored {
             customer_id: id,
             values,
+            row_hash: None,
         }
     }
 
     static NO_REFDATA: std::sync::LazyLock<RefData> = std::sync::LazyLock::new(RefData::default);
 
-    fn resolver(stored: &HashMap<String, Stored>, empty: EmptyPolicy) -> Resolver<'_> {
-        Resolver {
-            empty,
-            ctx: CTX,
-            refdata: &NO_REFDATA,
-            stored,
-            emails: HashMap::new(),
-            ids: HashMap::new(),
+    /// Decides rows one after another as the PostgreSQL writer does: the stored rows of the
+    /// segment, and claims that earlier accepted rows update.
+    struct Harness<'a> {
+        resolver: Resolver<'a>,
+        stored: &'a HashMap<String, Stored>,
+        claims: Claims,
+    }
+
+    impl Harness<'_> {
+        fn resolve(&mut self, row: &mut Checked) -> Action {
+            let stored = self.stored.get(&row.external_id);
+            let new_key = self.resolver.new_email_key(row);
+            let holders = self.claims.holders(row, &new_key);
+            let action = self.resolver.resolve(row, stored, holders);
+            if action != Action::Reject {
+                self.claims.claim(row, stored, new_key);
+            }
+            action
         }
+    }
+
+    fn resolver(stored: &HashMap<String, Stored>, empty: EmptyPolicy) -> Harness<'_> {
+        Harness {
+            resolver: Resolver {
+                empty,
+                ctx: CTX,
+                refdata: &NO_REFDATA,
+            },
+            stored,
+            claims: Claims::default(),
+        }
+    }
+
+    #[test]
+    fn the_row_hash_covers_exactly_the_values_a_row_writes() {
+        let none = HashMap::new();
+        let keep = resolver(&none, EmptyPolicy::Keep);
+        let clear = resolver(&none, EmptyPolicy::Clear);
+        let base = row(
+            "C-1",
+            &[("first_name", text("Ann")), ("phone", Slot::Empty)],
+        );
+        let hash = keep.resolver.row_hash(&base);
+        // The key and the password are not part of it; a blank cell under `keep` writes nothing.
+        let other_key = row("C-2", &[("first_name", text("Ann"))]);
+        assert_eq!(keep.resolver.row_hash(&other_key), hash);
+        let with_password = row(
+            "C-1",
+            &[
+                ("first_name", text("Ann")),
+                (
+                    "password",
+                    Slot::Set(Value::Secret(Secret::new("pw-123456".into()))),
+                ),
+            ],
+        );
+        assert_eq!(keep.resolver.row_hash(&with_password), hash);
+        assert!(!keep.resolver.hash_decides(&with_password));
+        assert!(keep.resolver.hash_decides(&base));
+        // A blank cell under `clear` writes NULL; another value or field changes the hash.
+        assert_ne!(clear.resolver.row_hash(&base), hash);
+        let renamed = row("C-1", &[("first_name", text("Anna"))]);
+        assert_ne!(keep.resolver.row_hash(&renamed), hash);
+        let moved = row("C-1", &[("last_name", text("Ann"))]);
+        assert_ne!(keep.resolver.row_hash(&moved), hash);
+        let number = row(
+            "C-1",
+            &[
+                ("first_name", text("Ann")),
+                ("status", Slot::Set(Value::Int(1))),
+            ],
+        );
+        assert_ne!(keep.resolver.row_hash(&number), hash);
+    }
+
+    #[test]
+    fn an_equal_stored_hash_decides_without_comparing_values() {
+        let probe = row("C-1", &[("first_name", text("Ann"))]);
+        let hash = resolver(&HashMap::new(), EmptyPolicy::Keep)
+            .resolver
+            .row_hash(&probe);
+        // The stored values differ from the row's: only the hash can call the row unchanged.
+        let mut trusted = stored(7, &[("first_name", Value::Text("Other".into()))]);
+        trusted.row_hash = Some(hash);
+        let db = HashMap::from([("C-1".to_owned(), trusted)]);
+        let mut r = resolver(&db, EmptyPolicy::Keep);
+        let mut same = probe.clone();
+        assert_eq!(r.resolve(&mut same), Action::Unchanged { customer_id: 7 });
+        let mut other = row("C-1", &[("first_name", text("Anna"))]);
+        assert!(matches!(r.resolve(&mut other), Action::Update { .. }));
+        // Today's reference data still applies to an unchanged row.
+        let mut desk = row("C-1", &[("desk", text("GONE"))]);
+        desk.customer.set(id_of("first_name"), text("Ann"));
+        let desk_hash = r.resolver.row_hash(&desk);
+        let action = r.resolver.resolve_same_hash(&mut desk, 7, None, None);
+        assert_eq!(action, Action::Reject, "{desk_hash:?}");
+        assert_eq!(desk.issues[0].code, Code::InvalidDesk);
     }
 
     #[test]
@@ -399,7 +641,7 @@ mod tests {
             ),
         )]);
         let mut r = resolver(&db, EmptyPolicy::Keep);
-        r.refdata = &refdata;
+        r.resolver.refdata = &refdata;
         let mut ok = row(
             "C-1",
             &[
@@ -440,20 +682,17 @@ mod tests {
         match r.resolve(&mut c) {
             Action::Insert {
                 customer_id: None,
-                values,
                 email_key,
-            } => {
-                assert_eq!(
-                    values,
-                    vec![
-                        (id_of("first_name"), Some(Value::Text("Ann".into()))),
-                        (IDS.email, Some(Value::Text("Ann@X.com".into())))
-                    ]
-                );
-                assert_eq!(email_key.as_deref(), Some("ann@x.com"));
-            }
+            } => assert_eq!(email_key.as_deref(), Some("ann@x.com")),
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            r.resolver.assignments(&c),
+            vec![
+                (id_of("first_name"), Some(Value::Text("Ann".into()))),
+                (IDS.email, Some(Value::Text("Ann@X.com".into())))
+            ]
+        );
         let mut dup = row(
             "C-2",
             &[("full_name", text("Bo")), ("email", text("ANN@x.com"))],
@@ -468,7 +707,7 @@ mod tests {
     }
 
     #[test]
-    fn updates_carry_only_changes_and_equal_rows_are_unchanged() {
+    fn rows_equal_to_the_stored_values_are_unchanged() {
         let db = HashMap::from([(
             "C-1".to_owned(),
             stored(
@@ -493,9 +732,7 @@ mod tests {
             r.resolve(&mut changed),
             Action::Update {
                 customer_id: 7,
-                changes: vec![(id_of("first_name"), Some(Value::Text("Anna".into())))],
                 email_key: None,
-                stored_hash: None
             }
         );
         let mut r = resolver(&db, EmptyPolicy::Clear);
@@ -511,9 +748,7 @@ mod tests {
             r.resolve(&mut cleared),
             Action::Update {
                 customer_id: 7,
-                changes: vec![(id_of("phone"), None)],
                 email_key: None,
-                stored_hash: None
             }
         );
     }
@@ -565,7 +800,7 @@ mod tests {
             ),
         )]);
         let mut r = resolver(&db, EmptyPolicy::Keep);
-        r.emails.insert("a@x.com".into(), Some("C-1".into()));
+        r.claims.emails.insert("a@x.com".into(), Some("C-1".into()));
         let mut early = row(
             "C-2",
             &[("full_name", text("B")), ("email", text("a@x.com"))],
@@ -593,7 +828,7 @@ mod tests {
             stored(7, &[("full_name", Value::Text("A".into()))]),
         )]);
         let mut r = resolver(&db, EmptyPolicy::Keep);
-        r.ids.insert(7, "C-1".into());
+        r.claims.ids.insert(7, "C-1".into());
         let mut taken = row(
             "C-2",
             &[
@@ -637,25 +872,48 @@ mod tests {
                 ],
             ),
         )]);
-        let mut r = resolver(&db, EmptyPolicy::Keep);
-        let mut same = row("C-1", &[("password", Slot::Set(Value::Secret(pw.clone())))]);
-        let mut other = row(
-            "C-1",
-            &[(
-                "password",
-                Slot::Set(Value::Secret(Secret::new("other-pass".into()))),
-            )],
+        let r = resolver(&db, EmptyPolicy::Keep);
+        let mut rows = vec![
+            row("C-1", &[("password", Slot::Set(Value::Secret(pw.clone())))]),
+            row(
+                "C-1",
+                &[(
+                    "password",
+                    Slot::Set(Value::Secret(Secret::new("other-pass".into()))),
+                )],
+            ),
+            row("C-9", &[("password", Slot::Set(Value::Secret(pw.clone())))]),
+        ];
+        assert!(rows.iter().all(has_clear_password));
+        let stored_hash = |ext: &str| match &db.get(ext)?.values[IDS.password] {
+            Some(Value::Text(h)) => Some(h.clone()),
+            _ => None,
+        };
+        let pending = (0..rows.len())
+            .map(|i| (i, stored_hash(&rows[i].external_id)))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        settle_passwords(&mut rows, pending, &pool).unwrap();
+        // The same password leaves the stored hash alone: the row is unchanged.
+        assert_eq!(*rows[0].customer.slot(IDS.password), Slot::Absent);
+        let stored = db.get("C-1");
+        let none = Holders::default();
+        assert_eq!(
+            r.resolver.resolve(&mut rows[0], stored, none),
+            Action::Unchanged { customer_id: 7 }
         );
-        let mut actions = vec![r.resolve(&mut same), r.resolve(&mut other)];
-        settle_passwords(&mut actions).unwrap();
-        assert_eq!(actions[0], Action::Unchanged { customer_id: 7 });
-        match &actions[1] {
-            Action::Update { changes, .. } => {
-                assert!(
-                    matches!(&changes[0].1, Some(Value::Text(h)) if h.starts_with("$argon2id$"))
-                );
-            }
-            a => panic!("{a:?}"),
+        // Another password, or one for a new customer, is written as a new Argon2id hash.
+        for i in [1, 2] {
+            assert!(
+                matches!(rows[i].customer.slot(IDS.password), Slot::Set(Value::Text(h)) if h.starts_with("$argon2id$"))
+            );
         }
+        assert!(matches!(
+            r.resolver.resolve(&mut rows[1], stored, none),
+            Action::Update { .. }
+        ));
     }
 }

@@ -123,6 +123,11 @@ pub fn refused_issue(error: &sqlx::Error) -> Issue {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
     };
+    refused_text(&message)
+}
+
+/// The report's issue for a row the database refused with `message`.
+pub fn refused_text(message: &str) -> Issue {
     Issue::new(
         Code::RetError,
         "record",

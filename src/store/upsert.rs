@@ -6,11 +6,11 @@
 //! `on_duplicate = "last_wins"` a later row is decided against what the earlier one wrote.
 
 use super::bulk;
-use super::resolve::{settle_passwords, Action, Assignment, Resolver, Stored};
-use super::retry::{backoff, bulk_stop, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
-use super::{
-    bind_value, field_column_list, placeholders, quoted_column, with_conn, Backend, Conn, Store,
+use super::resolve::{
+    has_clear_password, settle_passwords, Action, Claims, Resolver, RowHash, Stored,
 };
+use super::retry::{backoff, bulk_stop, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
+use super::{field_column_list, with_conn, Backend, Conn, Store};
 use crate::check::issue::{Code, Issue};
 use crate::check::rules::{email_key, RuleContext};
 use crate::check::Checked;
@@ -215,13 +215,33 @@ impl RunState {
 }
 
 impl Store {
-    /// Decides and writes a batch; `rows` gain any issues found here.
+    /// Decides and writes a batch in the open transaction; `rows` gain any issues found here.
+    pub async fn write_batch(
+        &mut self,
+        rows: &mut [Checked],
+        opts: &WriteOptions<'_>,
+        state: &mut RunState,
+    ) -> anyhow::Result<Vec<RowOutcome>> {
+        let mut outcomes = match self.backend() {
+            Backend::Sqlite => self.write_batch_sqlite(rows, opts, state).await?,
+            Backend::Postgres => self.write_batch_postgres(rows, opts, state).await?,
+        };
+        for (row, outcome) in rows.iter().zip(outcomes.iter_mut()) {
+            if !row.external_id.is_empty() {
+                *outcome = state.list(&row.external_id, *outcome);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// PostgreSQL: decides a segment at a time against the rows it reads (locked for update),
+    /// then writes it with multi-row statements.
     ///
     /// The batch runs from a savepoint. When another writer gets in the way (a deadlock, or a
     /// key it inserted since this batch read the table) the batch is rolled back to it and
     /// decided again against what is now committed, up to [`MAX_CONFLICTS`] times; a row the
     /// database refuses is rejected and the rest of the batch tried again.
-    pub async fn write_batch(
+    async fn write_batch_postgres(
         &mut self,
         rows: &mut [Checked],
         opts: &WriteOptions<'_>,
@@ -233,7 +253,7 @@ impl Store {
         let mut conflicts = 0;
         // Multi-row statements first; after one fails, row by row, to find the row to blame.
         let mut one_by_one = false;
-        let mut outcomes = loop {
+        let outcomes = loop {
             self.savepoint().await?;
             let mut outcomes = vec![RowOutcome::Rejected; rows.len()];
             let mut attempt = Ok(());
@@ -283,11 +303,6 @@ impl Store {
                 rows[*row].issues.push(issue.clone());
             }
         };
-        for (row, outcome) in rows.iter().zip(outcomes.iter_mut()) {
-            if !row.external_id.is_empty() {
-                *outcome = state.list(&row.external_id, *outcome);
-            }
-        }
         Ok(outcomes)
     }
 
@@ -321,51 +336,68 @@ impl Store {
             .filter_map(|&i| rows[i].customer.int(IDS.customer_id))
             .filter(|id| *id > 0)
             .collect();
-        let mut resolver = Resolver {
-            empty: opts.empty,
-            ctx: opts.ctx,
-            refdata: opts.refdata,
-            stored: &stored,
+        let pending = segment
+            .iter()
+            .filter(|&&i| has_clear_password(&rows[i]))
+            .map(|&i| {
+                let hash =
+                    stored
+                        .get(&rows[i].external_id)
+                        .and_then(|s| match &s.values[IDS.password] {
+                            Some(Value::Text(h)) => Some(h.clone()),
+                            _ => None,
+                        });
+                (i, hash)
+            })
+            .collect();
+        settle_passwords(rows, pending, opts.pool)?;
+        let mut claims = Claims {
             emails: self.fetch_email_owners(&keys).await?,
             ids: self.fetch_id_owners(&ids).await?,
         };
-        let mut actions: Vec<Action> = segment
-            .iter()
-            .map(|&i| resolver.resolve(&mut rows[i]))
-            .collect();
-        opts.pool.install(|| settle_passwords(&mut actions))?;
-        if one_by_one {
-            for (&i, action) in segment.iter().zip(actions) {
-                outcomes[i] = self
-                    .execute(&rows[i].external_id, action, opts, state)
-                    .await
-                    .map_err(|e| row_stop(e, i))?;
+        let resolver = Resolver {
+            empty: opts.empty,
+            ctx: opts.ctx,
+            refdata: opts.refdata,
+        };
+        let mut actions: Vec<Action> = Vec::with_capacity(segment.len());
+        let mut hashes: Vec<RowHash> = Vec::with_capacity(segment.len());
+        for &i in &segment {
+            let row = &mut rows[i];
+            let here = stored.get(&row.external_id);
+            let new_key = resolver.new_email_key(row);
+            let action = resolver.resolve(row, here, claims.holders(row, &new_key));
+            if action != Action::Reject {
+                claims.claim(row, here, new_key);
             }
-            return Ok(());
+            hashes.push(resolver.row_hash(row));
+            actions.push(action);
         }
-        let external_ids: Vec<&str> = segment
-            .iter()
-            .map(|&i| rows[i].external_id.as_str())
-            .collect();
-        let planned = bulk::plan(&segment, actions, &external_ids, &stored, outcomes);
-        self.write_planned(planned, opts, state, outcomes)
+        let planned = bulk::plan(
+            &segment, actions, &hashes, rows, &stored, &resolver, outcomes,
+        );
+        self.write_planned(planned, opts, state, outcomes, one_by_one)
             .await
-            .map_err(bulk_stop)
     }
 
-    /// Executes a segment's writes in multi-row statements: updates, then inserts with a
-    /// customer_id, then the rest (an update may release an email a later insert takes).
+    /// Executes a segment's writes: updates, then inserts with a customer_id, then the rest (an
+    /// update may release an email a later insert takes). Each group goes in multi-row
+    /// statements, or `one_by_one` (after a multi-row statement failed) to find the row to blame.
     async fn write_planned(
         &mut self,
         mut planned: bulk::Planned,
         opts: &WriteOptions<'_>,
         state: &mut RunState,
         outcomes: &mut [RowOutcome],
-    ) -> Result<(), sqlx::Error> {
-        self.update_rows(&planned.updates, opts.now, opts.manager_id)
-            .await?;
-        let simulate = opts.dry_run && self.backend() == Backend::Postgres;
-        if simulate {
+        one_by_one: bool,
+    ) -> Result<(), Stop> {
+        let (now, manager_id) = (opts.now, opts.manager_id);
+        for part in parts(&planned.updates, one_by_one) {
+            self.update_rows(part, now, manager_id)
+                .await
+                .map_err(|e| part_stop(e, part, one_by_one))?;
+        }
+        if opts.dry_run {
             for r in &planned.inserts_with_id {
                 let next = self.simulated_id(state).await?;
                 let id = r.customer_id.unwrap_or(next);
@@ -379,15 +411,20 @@ impl Store {
             }
         }
         for group in [&planned.inserts_with_id, &planned.inserts] {
-            let ids = self.insert_rows(group, opts.now, opts.manager_id).await?;
-            for r in group {
-                let id = ids.get(&r.external_id).copied().ok_or_else(|| {
-                    sqlx::Error::Protocol(format!("no id returned for {}", r.external_id))
-                })?;
-                outcomes[r.row] = RowOutcome::Added(id);
+            for part in parts(group, one_by_one) {
+                let ids = self
+                    .insert_rows(part, now, manager_id)
+                    .await
+                    .map_err(|e| part_stop(e, part, one_by_one))?;
+                for r in part {
+                    let id = ids.get(&r.external_id).copied().ok_or_else(|| {
+                        sqlx::Error::Protocol(format!("no id returned for {}", r.external_id))
+                    })?;
+                    outcomes[r.row] = RowOutcome::Added(id);
+                }
             }
         }
-        if !simulate && !planned.inserts_with_id.is_empty() && self.backend() == Backend::Postgres {
+        if !opts.dry_run && !planned.inserts_with_id.is_empty() {
             self.advance_id_sequence().await?;
         }
         Ok(())
@@ -405,98 +442,6 @@ impl Store {
     async fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
         self.run_control(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
             .await
-    }
-
-    async fn execute(
-        &mut self,
-        external_id: &str,
-        action: Action,
-        opts: &WriteOptions<'_>,
-        state: &mut RunState,
-    ) -> Result<RowOutcome, sqlx::Error> {
-        match action {
-            Action::Insert {
-                customer_id,
-                values,
-                email_key,
-            } => {
-                let id = self
-                    .insert(external_id, customer_id, &values, email_key, opts, state)
-                    .await?;
-                Ok(RowOutcome::Added(id))
-            }
-            Action::Update {
-                customer_id,
-                changes,
-                email_key,
-                ..
-            } => {
-                self.update(customer_id, &changes, email_key, opts).await?;
-                Ok(RowOutcome::Updated(customer_id))
-            }
-            Action::Unchanged { customer_id } => Ok(RowOutcome::Unchanged(customer_id)),
-            Action::Reject => Ok(RowOutcome::Rejected),
-        }
-    }
-
-    async fn insert(
-        &mut self,
-        external_id: &str,
-        customer_id: Option<i64>,
-        values: &[Assignment],
-        key: Option<String>,
-        opts: &WriteOptions<'_>,
-        state: &mut RunState,
-    ) -> Result<i64, sqlx::Error> {
-        let simulate = opts.dry_run && self.backend() == Backend::Postgres;
-        let customer_id = match customer_id {
-            None if simulate => Some(self.simulated_id(state).await?),
-            given => given,
-        };
-        let mut columns = vec!["\"external_id\"".to_owned()];
-        if customer_id.is_some() {
-            columns.push("\"customer_id\"".to_owned());
-        }
-        columns.extend(values.iter().map(|(f, _)| quoted_column(&FIELDS[*f])));
-        columns.extend(
-            [
-                "created_time",
-                "updated_time",
-                "created_by",
-                "updated_by",
-                "email_key",
-            ]
-            .map(String::from),
-        );
-        let sql = format!(
-            "INSERT INTO customers ({}) VALUES ({}) RETURNING customer_id",
-            columns.join(", "),
-            placeholders(1, columns.len())
-        );
-        let id: i64 = with_conn!(self, c => {
-            let mut q = sqlx::query(&sql).bind(external_id);
-            if let Some(id) = customer_id {
-                q = q.bind(id);
-            }
-            for (f, v) in values {
-                q = bind_value(q, &FIELDS[*f], v.as_ref());
-            }
-            q.bind(opts.now)
-                .bind(opts.now)
-                .bind(opts.manager_id)
-                .bind(opts.manager_id)
-                .bind(key)
-                .fetch_one(&mut *c)
-                .await?
-                .try_get(0)?
-        });
-        if simulate {
-            let next = state.next_simulated_id.unwrap_or(1);
-            state.next_simulated_id = Some(next.max(id.saturating_add(1)));
-        } else if customer_id.is_some() && self.backend() == Backend::Postgres {
-            self.advance_id_sequence().await?;
-        }
-        Ok(id)
     }
 
     /// The id PostgreSQL's sequence would assign next, without drawing from it.
@@ -521,76 +466,24 @@ impl Store {
         with_conn!(self, c => c.execute(sql).await.map(|_| ()))
     }
 
-    async fn update(
-        &mut self,
-        customer_id: i64,
-        changes: &[Assignment],
-        key: Option<Option<String>>,
-        opts: &WriteOptions<'_>,
-    ) -> Result<(), sqlx::Error> {
-        let mut sets: Vec<String> = changes
-            .iter()
-            .map(|(f, _)| quoted_column(&FIELDS[*f]))
-            .chain(["updated_time".into(), "updated_by".into()])
-            .collect();
-        if key.is_some() {
-            sets.push("email_key".into());
-        }
-        let assignments: Vec<String> = sets
-            .iter()
-            .enumerate()
-            .map(|(n, column)| format!("{column} = ${}", n + 1))
-            .collect();
-        let sql = format!(
-            "UPDATE customers SET {} WHERE customer_id = ${}",
-            assignments.join(", "),
-            sets.len() + 1
-        );
-        with_conn!(self, c => {
-            let mut q = sqlx::query(&sql);
-            for (f, v) in changes {
-                q = bind_value(q, &FIELDS[*f], v.as_ref());
-            }
-            q = q.bind(opts.now).bind(opts.manager_id);
-            if let Some(k) = &key {
-                q = q.bind(k.clone());
-            }
-            q.bind(customer_id).execute(&mut *c).await?;
-        });
-        Ok(())
-    }
-
-    /// The stored customers with these external_ids. On PostgreSQL the rows are locked for
-    /// update until the transaction ends (in a fixed order, to keep deadlocks rare), so a
-    /// concurrent run cannot change them between this read and the writes decided from it.
+    /// PostgreSQL: the stored customers with these external_ids, locked for update until the
+    /// transaction ends (in a fixed order, to keep deadlocks rare), so a concurrent run cannot
+    /// change them between this read and the writes decided from it.
     pub async fn fetch_stored(
         &mut self,
         ext_ids: &[&str],
     ) -> Result<HashMap<String, Stored>, sqlx::Error> {
         let columns = field_column_list();
+        let sql = format!(
+            "SELECT {columns}, row_hash FROM customers WHERE external_id = ANY($1) \
+             ORDER BY external_id FOR UPDATE"
+        );
+        let c = self.postgres()?;
         let mut out = HashMap::with_capacity(ext_ids.len());
         for chunk in ext_ids.chunks(IN_CHUNK) {
-            let stored: Vec<Stored> = match &mut self.conn {
-                Conn::Sqlite(c) => {
-                    let sql = format!(
-                        "SELECT {columns} FROM customers WHERE external_id IN {SQLITE_KEYS}"
-                    );
-                    let rows = sqlx::query(&sql)
-                        .bind(json_list(chunk))
-                        .fetch_all(&mut *c)
-                        .await?;
-                    rows.iter().map(stored_from_row).collect::<Result<_, _>>()?
-                }
-                Conn::Postgres(c) => {
-                    let sql = format!(
-                        "SELECT {columns} FROM customers WHERE external_id = ANY($1) \
-                         ORDER BY external_id FOR UPDATE"
-                    );
-                    let rows = sqlx::query(&sql).bind(chunk).fetch_all(&mut *c).await?;
-                    rows.iter().map(stored_from_row).collect::<Result<_, _>>()?
-                }
-            };
-            for s in stored {
+            let rows = sqlx::query(&sql).bind(chunk).fetch_all(&mut *c).await?;
+            for row in &rows {
+                let s = stored_from_row(row)?;
                 if let Some(Value::Text(ext)) = &s.values[IDS.external_id] {
                     out.insert(ext.clone(), s);
                 }
@@ -603,70 +496,42 @@ impl Store {
         &mut self,
         keys: &[String],
     ) -> Result<HashMap<String, Option<String>>, sqlx::Error> {
+        let sql = "SELECT email_key, external_id FROM customers WHERE email_key = ANY($1)";
+        let c = self.postgres()?;
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(IN_CHUNK) {
-            let owners: Vec<(String, String)> = match &mut self.conn {
-                Conn::Sqlite(c) => {
-                    let sql = format!(
-                        "SELECT email_key, external_id FROM customers WHERE email_key IN {SQLITE_KEYS}"
-                    );
-                    sqlx::query_as(&sql)
-                        .bind(json_list(chunk))
-                        .fetch_all(&mut *c)
-                        .await?
-                }
-                Conn::Postgres(c) => {
-                    let sql =
-                        "SELECT email_key, external_id FROM customers WHERE email_key = ANY($1)";
-                    sqlx::query_as(sql).bind(chunk).fetch_all(&mut *c).await?
-                }
-            };
+            let owners: Vec<(String, String)> =
+                sqlx::query_as(sql).bind(chunk).fetch_all(&mut *c).await?;
             out.extend(owners.into_iter().map(|(k, ext)| (k, Some(ext))));
         }
         Ok(out)
     }
 
     async fn fetch_id_owners(&mut self, ids: &[i64]) -> Result<HashMap<i64, String>, sqlx::Error> {
+        let sql = "SELECT customer_id, external_id FROM customers WHERE customer_id = ANY($1)";
+        let c = self.postgres()?;
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(IN_CHUNK) {
-            let owners: Vec<(i64, String)> = match &mut self.conn {
-                Conn::Sqlite(c) => {
-                    let sql = format!(
-                        "SELECT customer_id, external_id FROM customers WHERE customer_id IN {SQLITE_KEYS}"
-                    );
-                    sqlx::query_as(&sql)
-                        .bind(json_list(chunk))
-                        .fetch_all(&mut *c)
-                        .await?
-                }
-                Conn::Postgres(c) => {
-                    let sql = "SELECT customer_id, external_id FROM customers WHERE customer_id = ANY($1)";
-                    sqlx::query_as(sql).bind(chunk).fetch_all(&mut *c).await?
-                }
-            };
+            let owners: Vec<(i64, String)> =
+                sqlx::query_as(sql).bind(chunk).fetch_all(&mut *c).await?;
             out.extend(owners);
         }
         Ok(out)
     }
+
+    /// The PostgreSQL connection, for code that only PostgreSQL runs.
+    fn postgres(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
+        match &mut self.conn {
+            Conn::Postgres(c) => Ok(c),
+            Conn::Sqlite(_) => Err(sqlx::Error::Protocol(
+                "internal error: a PostgreSQL statement on SQLite".into(),
+            )),
+        }
+    }
 }
 
-/// A key list on SQLite: one JSON array parameter unpacked by `json_each`. A list of `?`
-/// parameters costs SQLite a scan of the parameter names per bind, quadratic in the list.
-const SQLITE_KEYS: &str = "(SELECT value FROM json_each($1))";
-
-/// The JSON array of a key list, for [`SQLITE_KEYS`].
-fn json_list<T: serde::Serialize>(keys: &[T]) -> String {
-    // Serializing strings and integers cannot fail.
-    serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
-}
-
-/// A stored customer from a row of [`field_column_list`], on either backend.
-fn stored_from_row<R: Row>(row: &R) -> Result<Stored, sqlx::Error>
-where
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+/// A stored customer from a row of [`field_column_list`] and `row_hash`.
+fn stored_from_row(row: &sqlx::postgres::PgRow) -> Result<Stored, sqlx::Error> {
     let mut values = Vec::with_capacity(FIELDS.len());
     for (i, def) in FIELDS.iter().enumerate() {
         let v = if def.kind.is_integer() {
@@ -684,15 +549,32 @@ where
             ))
         }
     };
+    let row_hash = row
+        .try_get::<Option<Vec<u8>>, _>(FIELDS.len())?
+        .and_then(|b| RowHash::try_from(b.as_slice()).ok());
     Ok(Stored {
         customer_id,
         values,
+        row_hash,
     })
+}
+
+/// The rows of a group as statements take them: all at once, or one at a time.
+fn parts(rows: &[bulk::FullRow], one_by_one: bool) -> std::slice::Chunks<'_, bulk::FullRow> {
+    rows.chunks(if one_by_one { 1 } else { rows.len().max(1) })
+}
+
+/// The stop for a failed statement over `part`: the row's own when it was one row at a time.
+fn part_stop(error: sqlx::Error, part: &[bulk::FullRow], one_by_one: bool) -> Stop {
+    match part.first() {
+        Some(r) if one_by_one => row_stop(error, r.row),
+        _ => bulk_stop(error),
+    }
 }
 
 /// Applies the run's repeated-external_id policy and cuts the accepted rows into segments in
 /// which no external_id repeats.
-fn segments(
+pub(super) fn segments(
     rows: &mut [Checked],
     opts: &WriteOptions<'_>,
     state: &mut RunState,

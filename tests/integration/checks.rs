@@ -366,7 +366,47 @@ fn shipped_reference_samples_load() {
     );
 }
 
+/// Emails held by customers of an earlier run, by rows earlier in the run, and released by an
+/// update before a later row takes them; a row with a taken email and another error lists both.
+fn email_holders_in_the_database_and_earlier_in_the_run() {
+    let env = TestEnv::with_config("[pipelines.customers]\n");
+    let first = env.write(
+        "first.csv",
+        "external_id,full_name,email\nA-1,Ann,ann@x.com\nA-2,Bob,bob@x.com\n",
+    );
+    assert_eq!(env.run(&["run", "customers", &first]).code, 0);
+    let second = env.write(
+        "second.csv",
+        "external_id,full_name,email\n\
+         B-1,Cy,ANN@x.com\n\
+         B-2,,Bob@X.com\n\
+         A-1,Ann,ann.new@x.com\n\
+         B-3,Di,ann@x.com\n\
+         B-4,Ed,di@x.com\n\
+         B-5,Flo,DI@x.com\n",
+    );
+    let run = env.run(&["run", "customers", &second, "--report", "r.json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("r.json");
+    assert_eq!(
+        errors(&report),
+        vec![
+            issue(2, "B-1", "RET_DUPLICATE_RECORD", "email"),
+            issue(3, "B-2", "INVALID_DATA", "name"),
+            issue(3, "B-2", "RET_DUPLICATE_RECORD", "email"),
+            issue(7, "B-5", "RET_DUPLICATE_RECORD", "email"),
+        ]
+    );
+    assert!(report["detail"][0]["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("'A-1'"));
+    assert_eq!(ids(&report, "added"), ["B-3", "B-4"]);
+    assert_eq!(ids(&report, "updated"), ["A-1"]);
+}
+
 crate::on_both_backends!(
+    email_holders_in_the_database_and_earlier_in_the_run,
     every_error_has_its_code_field_and_line,
     warnings_keep_the_row,
     details_quote_values_except_sensitive_ones,

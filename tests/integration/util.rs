@@ -373,6 +373,9 @@ pub fn query_postgres(url: &str, sql: &str) -> Vec<Value> {
                         "INT4" => row.get::<Option<i32>, _>(i).map(Value::from),
                         "INT2" => row.get::<Option<i16>, _>(i).map(Value::from),
                         "BOOL" => row.get::<Option<bool>, _>(i).map(Value::from),
+                        "BYTEA" => row
+                            .get::<Option<Vec<u8>>, _>(i)
+                            .map(|b| Value::from(hex(&b))),
                         _ => row.get::<Option<String>, _>(i).map(Value::from),
                     };
                     obj.insert(col.name().to_owned(), v.unwrap_or(Value::Null));
@@ -434,6 +437,9 @@ pub fn query(db: &Path, sql: &str) -> Vec<Value> {
                     // Expressions (COUNT(*), ...) have no declared type: try integer, then text.
                     let v = match (col.type_info().name(), row.try_get::<Option<i64>, _>(i)) {
                         ("INTEGER" | "NULL", Ok(n)) => n.map_or(Value::Null, Value::from),
+                        ("BLOB", _) => row
+                            .get::<Option<Vec<u8>>, _>(i)
+                            .map_or(Value::Null, |b| Value::from(hex(&b))),
                         _ => row
                             .get::<Option<String>, _>(i)
                             .map_or(Value::Null, Value::from),
@@ -444,6 +450,11 @@ pub fn query(db: &Path, sql: &str) -> Vec<Value> {
             })
             .collect()
     })
+}
+
+/// Bytes as lower-case hex, as database readers show a BLOB or BYTEA column.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The external_ids of a report list (`added`, `updated`).

@@ -137,6 +137,10 @@ impl DerefMut for RegexCache {
 #[derive(Clone)]
 pub struct CachedRegex {
 	builder: CachedRegexBuilder,
+	// custload patch: the compiled regex, once this handle has used it. phonenumber keeps one
+	// handle per metadata pattern and matches every number against several of them; looking each
+	// up in the shared LRU (a SipHash of the pattern text under a mutex) cost more than the match.
+	compiled: std::sync::OnceLock<std::sync::Arc<Regex>>,
 }
 
 macro_rules! regex {
@@ -149,10 +153,14 @@ macro_rules! regex {
 // custload patch: the compiled `Regex` is taken out of the cache as a shared `Arc` and the lock
 // released before matching. Upstream holds the cache's one mutex for the whole match, so every
 // thread matching any cached pattern (phonenumber's metadata) waited for every other one.
+// The first use takes the regex from the shared cache (so equal patterns share one compiled
+// regex); later uses find it memoized in the handle and take no lock at all.
 macro_rules! regex_unlocked {
 	($self:ident) => ({
-		let regex: std::sync::Arc<Regex> = $self.builder.cache.lock().unwrap()
-			.configure_shared(&$self.builder.source, |b| $self.builder.options.define(b)).unwrap();
+		let regex: &std::sync::Arc<Regex> = $self.compiled.get_or_init(|| {
+			$self.builder.cache.lock().unwrap()
+				.configure_shared(&$self.builder.source, |b| $self.builder.options.define(b)).unwrap()
+		});
 		regex
 	})
 }
@@ -180,6 +188,7 @@ impl CachedRegex {
 	fn from(builder: CachedRegexBuilder) -> Self {
 		CachedRegex {
 			builder: builder,
+			compiled: std::sync::OnceLock::new(),
 		}
 	}
 
@@ -200,12 +209,12 @@ impl CachedRegex {
 
 	/// Refer to `Regex::replace`.
 	pub fn replace<'t, R: Replacer>(&self, text: &'t str, rep: R) -> Cow<'t, str> {
-		regex!(self).replace(text, rep)
+		regex_unlocked!(self).replace(text, rep)
 	}
 
 	/// Refer to `Regex::replace_all`.
 	pub fn replace_all<'t, R: Replacer>(&self, text: &'t str, rep: R) -> Cow<'t, str> {
-		regex!(self).replace_all(text, rep)
+		regex_unlocked!(self).replace_all(text, rep)
 	}
 
 	/// Refer to `Regex::shortest_match`.
@@ -214,7 +223,7 @@ impl CachedRegex {
 	}
 
 	pub fn captures_len(&self) -> usize {
-		regex!(self).captures_len()
+		regex_unlocked!(self).captures_len()
 	}
 
 	pub fn as_str(&self) -> &str {

@@ -1,0 +1,520 @@
+//! SQLite writes: one row at a time, in input order, through prepared statements on the
+//! connection's own handle.
+//!
+//! sqlx runs SQLite on a worker thread and copies every bound value to send it there; loading a
+//! million 44-column rows that way took 14 s where the same inserts through prepared statements
+//! took 4.3 s (README, "Benchmarks"). So for the rows of a batch the writer borrows the open
+//! connection's raw handle and drives it with rusqlite: one prepared statement per shape, values
+//! bound straight from the checked rows. Everything else (transactions, migrations, runs,
+//! relations) stays on sqlx, on the same connection and so in the same transaction.
+//!
+//! Decisions and writes interleave row by row, so every row is decided against the database as
+//! the rows before it left it: no bookkeeping of emails taken and released within a batch, and
+//! no multi-row statement to narrow down when one row fails (SQLite undoes a failed statement by
+//! itself and the transaction goes on). A second writer cannot interleave: the batch holds the
+//! file's write lock from `BEGIN IMMEDIATE` on.
+//!
+//! Each customer stores the content hash of the values that last changed it. A row is probed by
+//! its external_id for the customer's id, hash and brand; when the row hashes the same it is
+//! unchanged without reading the rest of the customer.
+
+use super::resolve::{
+    has_clear_password, settle_passwords, Action, Holders, Resolver, RowHash, Stored,
+};
+use super::retry::refused_text;
+use super::upsert::{segments, RowOutcome, RunState, WriteOptions};
+use super::{quoted_column, Conn, Store};
+use crate::check::Checked;
+use crate::record::fields::{ids::IDS, FieldDef, FieldId, FIELDS};
+use crate::record::{Slot, Value};
+use anyhow::Context;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{ffi, Statement};
+
+impl Store {
+    /// Decides and writes a SQLite batch in the open transaction; `rows` gain any issues found
+    /// here.
+    pub(super) async fn write_batch_sqlite(
+        &mut self,
+        rows: &mut [Checked],
+        opts: &WriteOptions<'_>,
+        state: &mut RunState,
+    ) -> anyhow::Result<Vec<RowOutcome>> {
+        let url = self.url.clone();
+        let Conn::Sqlite(conn) = &mut self.conn else {
+            anyhow::bail!("internal error: the SQLite writer on another database");
+        };
+        let segments = segments(rows, opts, state);
+        let mut handle = conn
+            .lock_handle()
+            .await
+            .with_context(|| format!("database {url} failed"))?;
+        let raw = handle.as_raw_handle();
+        // SAFETY: `raw` is the connection sqlx keeps open for this store. The locked handle
+        // keeps sqlx's worker thread off it until `handle` is dropped, which happens after `db`
+        // is dropped below; `from_handle` makes a connection that never closes the handle, and
+        // `db` stays on this thread, inside this function.
+        #[allow(unsafe_code)]
+        let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }
+            .with_context(|| format!("database {url} failed"))?;
+        let written = RowWriter::prepare(&db, opts)
+            .and_then(|mut writer| writer.write_segments(rows, &segments))
+            .with_context(|| format!("database {url} failed"));
+        drop(db);
+        drop(handle);
+        written
+    }
+}
+
+/// What an external_id probe finds: the stored customer's id, content hash and brand.
+struct Probe {
+    customer_id: i64,
+    row_hash: Option<RowHash>,
+    brand: Option<String>,
+}
+
+/// The prepared statements of one batch and the decision rules.
+struct RowWriter<'c, 'o> {
+    db: &'c rusqlite::Connection,
+    opts: &'o WriteOptions<'o>,
+    resolver: Resolver<'o>,
+    probe: Statement<'c>,
+    full: Statement<'c>,
+    password: Statement<'c>,
+    email_holder: Statement<'c>,
+    id_holder: Statement<'c>,
+    insert: Statement<'c>,
+    update: Statement<'c>,
+    update_email: Statement<'c>,
+}
+
+/// The field columns a written row carries (all but `customer_id` and `external_id`).
+fn value_fields() -> impl Iterator<Item = FieldId> {
+    (0..FIELDS.len()).filter(|&f| f != IDS.customer_id && f != IDS.external_id)
+}
+
+/// `count` numbered parameters from `from` on: `?2, ?3, ...`.
+fn params(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl<'c, 'o> RowWriter<'c, 'o> {
+    fn prepare(db: &'c rusqlite::Connection, opts: &'o WriteOptions<'o>) -> anyhow::Result<Self> {
+        let columns: Vec<String> = FIELDS.iter().map(quoted_column).collect();
+        let values: Vec<String> = value_fields().map(|f| quoted_column(&FIELDS[f])).collect();
+        let insert_columns = [
+            "external_id".to_owned(),
+            "customer_id".to_owned(),
+            values.join(", "),
+            "created_time, updated_time, created_by, updated_by, email_key, row_hash".to_owned(),
+        ]
+        .join(", ");
+        let insert = format!(
+            "INSERT INTO customers ({insert_columns}) VALUES ({})",
+            params(1, 2 + values.len() + 6)
+        );
+        // Updates write the whole row (two shapes instead of one per set of changed columns);
+        // the email and its key only when the email changes, so that the unique index on the
+        // key is not rewritten for every update.
+        let update_sql = |with_email: bool| {
+            let mut sets: Vec<String> = value_fields()
+                .filter(|&f| with_email || f != IDS.email)
+                .map(|f| quoted_column(&FIELDS[f]))
+                .chain(["updated_time", "updated_by", "row_hash"].map(String::from))
+                .collect();
+            if with_email {
+                sets.push("email_key".into());
+            }
+            let n = sets.len();
+            let assignments: Vec<String> = sets
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} = ?{}", i + 1))
+                .collect();
+            format!(
+                "UPDATE customers SET {} WHERE customer_id = ?{}",
+                assignments.join(", "),
+                n + 1
+            )
+        };
+        Ok(RowWriter {
+            db,
+            opts,
+            resolver: Resolver {
+                empty: opts.empty,
+                ctx: opts.ctx,
+                refdata: opts.refdata,
+            },
+            probe: db.prepare(
+                "SELECT customer_id, row_hash, brand FROM customers WHERE external_id = ?1",
+            )?,
+            full: db.prepare(&format!(
+                "SELECT {}, row_hash FROM customers WHERE external_id = ?1",
+                columns.join(", ")
+            ))?,
+            password: db.prepare("SELECT password_hash FROM customers WHERE external_id = ?1")?,
+            email_holder: db.prepare("SELECT external_id FROM customers WHERE email_key = ?1")?,
+            id_holder: db.prepare("SELECT external_id FROM customers WHERE customer_id = ?1")?,
+            insert: db.prepare(&insert)?,
+            update: db.prepare(&update_sql(false))?,
+            update_email: db.prepare(&update_sql(true))?,
+        })
+    }
+
+    fn write_segments(
+        &mut self,
+        rows: &mut [Checked],
+        segments: &[Vec<usize>],
+    ) -> anyhow::Result<Vec<RowOutcome>> {
+        let mut outcomes = vec![RowOutcome::Rejected; rows.len()];
+        for segment in segments {
+            self.settle_passwords(rows, segment)?;
+            for &i in segment {
+                outcomes[i] = self.write_row(&mut rows[i])?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Verifies the segment's passwords against the stored hashes and hashes the new ones (see
+    /// [`settle_passwords`]), before its rows are decided.
+    fn settle_passwords(&mut self, rows: &mut [Checked], segment: &[usize]) -> anyhow::Result<()> {
+        let mut pending = Vec::new();
+        for &i in segment {
+            if has_clear_password(&rows[i]) {
+                pending.push((i, query_text(&mut self.password, &rows[i].external_id)?));
+            }
+        }
+        settle_passwords(rows, pending, self.opts.pool)
+    }
+
+    /// Decides one row against the database and writes it.
+    fn write_row(&mut self, row: &mut Checked) -> anyhow::Result<RowOutcome> {
+        if row.is_rejected() {
+            return Ok(RowOutcome::Rejected);
+        }
+        let hash = self.resolver.row_hash(row);
+        let Some(probe) = self.probe(&row.external_id)? else {
+            return self.write_new(row, &hash);
+        };
+        if self.resolver.hash_decides(row) && probe.row_hash == Some(hash) {
+            let id_holder = self.id_holder_of(row, Some(probe.customer_id))?;
+            let action = self.resolver.resolve_same_hash(
+                row,
+                probe.customer_id,
+                probe.brand.as_deref(),
+                id_holder.as_deref(),
+            );
+            return Ok(match action {
+                Action::Unchanged { customer_id } => RowOutcome::Unchanged(customer_id),
+                _ => RowOutcome::Rejected,
+            });
+        }
+        let stored = self.fetch_full(&row.external_id)?.with_context(|| {
+            format!(
+                "internal error: customer {} vanished within the transaction",
+                probe.customer_id
+            )
+        })?;
+        let new_key = self.resolver.new_email_key(row);
+        let stored_key = match &stored.values[IDS.email] {
+            Some(Value::Text(e)) => Some(crate::check::rules::email_key(e)),
+            _ => None,
+        };
+        let email_holder = match &new_key {
+            Some(Some(key)) if stored_key.as_ref() != Some(key) => {
+                query_text(&mut self.email_holder, key)?
+            }
+            _ => None,
+        };
+        let id_holder = self.id_holder_of(row, Some(stored.customer_id))?;
+        let holders = Holders {
+            email: email_holder.as_deref(),
+            id: id_holder.as_deref(),
+        };
+        match self.resolver.resolve(row, Some(&stored), holders) {
+            Action::Update {
+                customer_id,
+                email_key,
+            } => self.update(row, &stored, customer_id, email_key, &hash),
+            Action::Unchanged { customer_id } => Ok(RowOutcome::Unchanged(customer_id)),
+            Action::Insert { .. } | Action::Reject => Ok(RowOutcome::Rejected),
+        }
+    }
+
+    /// A row whose external_id is not stored. Its email is assumed free and the insert tells:
+    /// the unique index on the email key refuses a taken one, and the row is then decided
+    /// again with the holder. A row rejected for another reason is also decided again with
+    /// the holder, so that the report lists every problem it has.
+    fn write_new(&mut self, row: &mut Checked, hash: &RowHash) -> anyhow::Result<RowOutcome> {
+        let mark = row.issues.len();
+        let id_holder = self.id_holder_of(row, None)?;
+        let holders = Holders {
+            email: None,
+            id: id_holder.as_deref(),
+        };
+        let (customer_id, email_key) = match self.resolver.resolve(row, None, holders) {
+            Action::Insert {
+                customer_id,
+                email_key,
+            } => (customer_id, email_key),
+            _ => {
+                self.decide_with_email_holder(row, mark, id_holder.as_deref())?;
+                return Ok(RowOutcome::Rejected);
+            }
+        };
+        match self.insert(row, customer_id, email_key.as_deref(), hash) {
+            Ok(id) => Ok(RowOutcome::Added(id)),
+            Err(e) if is_unique_violation(&e, "email_key") => {
+                self.decide_with_email_holder(row, mark, id_holder.as_deref())?;
+                Ok(RowOutcome::Rejected)
+            }
+            Err(e) => refused(row, e),
+        }
+    }
+
+    /// Decides a new row again, knowing who holds its email.
+    fn decide_with_email_holder(
+        &mut self,
+        row: &mut Checked,
+        mark: usize,
+        id_holder: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let email_holder = match self.resolver.new_email_key(row) {
+            Some(Some(key)) => query_text(&mut self.email_holder, &key)?,
+            _ => None,
+        };
+        row.issues.truncate(mark);
+        let holders = Holders {
+            email: email_holder.as_deref(),
+            id: id_holder,
+        };
+        if self.resolver.resolve(row, None, holders) != Action::Reject {
+            // The database refused a row the rules accept: say what it said.
+            row.issues.push(refused_text(
+                "UNIQUE constraint failed: customers.email_key",
+            ));
+        }
+        Ok(())
+    }
+
+    fn probe(&mut self, external_id: &str) -> rusqlite::Result<Option<Probe>> {
+        self.probe.raw_bind_parameter(1, external_id)?;
+        let mut found = self.probe.raw_query();
+        let Some(r) = found.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(Probe {
+            customer_id: r.get(0)?,
+            row_hash: row_hash_at(r, 1)?,
+            brand: r.get(2)?,
+        }))
+    }
+
+    fn fetch_full(&mut self, external_id: &str) -> rusqlite::Result<Option<Stored>> {
+        self.full.raw_bind_parameter(1, external_id)?;
+        let mut found = self.full.raw_query();
+        let Some(r) = found.next()? else {
+            return Ok(None);
+        };
+        let mut values = Vec::with_capacity(FIELDS.len());
+        for (i, def) in FIELDS.iter().enumerate() {
+            values.push(if def.kind.is_integer() {
+                r.get::<_, Option<i64>>(i)?.map(Value::Int)
+            } else {
+                r.get::<_, Option<String>>(i)?.map(Value::Text)
+            });
+        }
+        let customer_id = match values[IDS.customer_id] {
+            Some(Value::Int(id)) => id,
+            _ => {
+                return Err(rusqlite::Error::InvalidColumnType(
+                    0,
+                    "customer_id".into(),
+                    rusqlite::types::Type::Null,
+                ))
+            }
+        };
+        Ok(Some(Stored {
+            customer_id,
+            values,
+            row_hash: row_hash_at(r, FIELDS.len())?,
+        }))
+    }
+
+    /// Who holds the row's explicit customer_id, when it has one other than `own`.
+    fn id_holder_of(
+        &mut self,
+        row: &Checked,
+        own: Option<i64>,
+    ) -> rusqlite::Result<Option<String>> {
+        match row.customer.int(IDS.customer_id).filter(|id| *id > 0) {
+            Some(id) if Some(id) != own => {
+                self.id_holder.raw_bind_parameter(1, id)?;
+                let mut found = self.id_holder.raw_query();
+                match found.next()? {
+                    Some(r) => r.get(0),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn insert(
+        &mut self,
+        row: &Checked,
+        customer_id: Option<i64>,
+        email_key: Option<&str>,
+        hash: &RowHash,
+    ) -> rusqlite::Result<i64> {
+        let (db, opts) = (self.db, self.opts);
+        let st = &mut self.insert;
+        st.raw_bind_parameter(1, row.external_id.as_str())?;
+        st.raw_bind_parameter(2, customer_id)?;
+        let mut n = 3;
+        for f in value_fields() {
+            bind_value(st, n, &FIELDS[f], written(&self.resolver, row, f, None))?;
+            n += 1;
+        }
+        st.raw_bind_parameter(n, opts.now)?;
+        st.raw_bind_parameter(n + 1, opts.now)?;
+        st.raw_bind_parameter(n + 2, opts.manager_id)?;
+        st.raw_bind_parameter(n + 3, opts.manager_id)?;
+        st.raw_bind_parameter(n + 4, email_key)?;
+        st.raw_bind_parameter(n + 5, &hash[..])?;
+        st.raw_execute()?;
+        Ok(match customer_id {
+            Some(id) => id,
+            None => db.last_insert_rowid(),
+        })
+    }
+
+    fn update(
+        &mut self,
+        row: &mut Checked,
+        stored: &Stored,
+        customer_id: i64,
+        email_key: Option<Option<String>>,
+        hash: &RowHash,
+    ) -> anyhow::Result<RowOutcome> {
+        let opts = self.opts;
+        let with_email = email_key.is_some();
+        let st = if with_email {
+            &mut self.update_email
+        } else {
+            &mut self.update
+        };
+        let result = (|| -> rusqlite::Result<()> {
+            let mut n = 1;
+            for f in value_fields().filter(|&f| with_email || f != IDS.email) {
+                bind_value(
+                    st,
+                    n,
+                    &FIELDS[f],
+                    written(&self.resolver, row, f, Some(stored)),
+                )?;
+                n += 1;
+            }
+            st.raw_bind_parameter(n, opts.now)?;
+            st.raw_bind_parameter(n + 1, opts.manager_id)?;
+            st.raw_bind_parameter(n + 2, &hash[..])?;
+            n += 3;
+            if let Some(key) = &email_key {
+                st.raw_bind_parameter(n, key.as_deref())?;
+                n += 1;
+            }
+            st.raw_bind_parameter(n, customer_id)?;
+            st.raw_execute().map(drop)
+        })();
+        match result {
+            Ok(()) => Ok(RowOutcome::Updated(customer_id)),
+            Err(e) => refused(row, e),
+        }
+    }
+}
+
+/// The value a written row has in field `f`: the row's own, else the stored one (updates),
+/// else the field's default (inserts).
+fn written<'v>(
+    resolver: &Resolver<'_>,
+    row: &'v Checked,
+    f: FieldId,
+    stored: Option<&'v Stored>,
+) -> Written<'v> {
+    match (row.customer.slot(f), resolver.empty) {
+        (Slot::Set(v), _) => Written::Value(v),
+        (Slot::Empty, crate::config::EmptyPolicy::Clear) => Written::Default,
+        _ => match stored {
+            Some(s) => match &s.values[f] {
+                Some(v) => Written::Value(v),
+                None => Written::Null,
+            },
+            None => Written::Default,
+        },
+    }
+}
+
+/// A value to bind.
+enum Written<'v> {
+    Value(&'v Value),
+    Default,
+    Null,
+}
+
+fn bind_value(
+    st: &mut Statement<'_>,
+    n: usize,
+    def: &FieldDef,
+    value: Written<'_>,
+) -> rusqlite::Result<()> {
+    let bound: ToSqlOutput<'_> = match value {
+        Written::Value(Value::Int(i)) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+        Written::Value(Value::Text(t)) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        // Passwords are hashed before rows are written; a clear one is never bound.
+        Written::Value(Value::Secret(_)) | Written::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        Written::Default => match def.default {
+            Some(d) => ToSqlOutput::Borrowed(ValueRef::Integer(d)),
+            None => ToSqlOutput::Borrowed(ValueRef::Null),
+        },
+    };
+    st.raw_bind_parameter(n, bound)
+}
+
+/// The first column of the row found for `key`, if any.
+fn query_text(st: &mut Statement<'_>, key: &str) -> rusqlite::Result<Option<String>> {
+    st.raw_bind_parameter(1, key)?;
+    let mut found = st.raw_query();
+    match found.next()? {
+        Some(r) => r.get(0),
+        None => Ok(None),
+    }
+}
+
+/// A stored content hash, `None` when absent or not 16 bytes.
+fn row_hash_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<RowHash>> {
+    Ok(r.get::<_, Option<Vec<u8>>>(i)?
+        .and_then(|b| RowHash::try_from(b.as_slice()).ok()))
+}
+
+/// Whether an error is a UNIQUE constraint failure on `column`.
+fn is_unique_violation(e: &rusqlite::Error, column: &str) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
+        if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE && msg.contains(column))
+}
+
+/// A row the database refused (a constraint or a trigger): rejected with what the database
+/// said; any other failure ends the run.
+fn refused(row: &mut Checked, e: rusqlite::Error) -> anyhow::Result<RowOutcome> {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) if f.code == ffi::ErrorCode::ConstraintViolation => {
+            let text = msg.clone().unwrap_or_else(|| e.to_string());
+            row.issues.push(refused_text(&text));
+            Ok(RowOutcome::Rejected)
+        }
+        _ => Err(anyhow::Error::new(e).context("writing a customer failed")),
+    }
+}
