@@ -442,24 +442,6 @@ pub fn timezone_name(value: &str) -> Option<String> {
         .map(|tz| tz.name().to_owned())
 }
 
-/// Compiled phone patterns kept at once; the metadata of every region has a few thousand.
-const PHONE_PATTERN_CACHE: usize = 8192;
-
-/// phonenumber keeps its compiled patterns in an LRU of 100 entries: a file whose numbers come
-/// from a handful of countries needs more, so each parse recompiled regexes (90% of the check
-/// time of a generated eight-country file). The cache sits behind an `Arc<Mutex<_>>` that every
-/// pattern shares, so replacing its content once with a larger cache serves them all.
-fn widen_phone_pattern_cache() {
-    static WIDENED: std::sync::Once = std::sync::Once::new();
-    WIDENED.call_once(|| {
-        let cache = phonenumber::metadata::DATABASE.cache();
-        let mut guard = cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *guard = regex_cache::RegexCache::new(PHONE_PATTERN_CACHE);
-    });
-}
-
 /// What the phone rule says about a number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhoneVerdict {
@@ -471,26 +453,27 @@ pub enum PhoneVerdict {
     Doubtful,
 }
 
-/// Checks a phone number with libphonenumber's metadata, reading national numbers in `region`
-/// (an ISO 3166-1 alpha-2 code, usually the row's country of residence).
+/// Checks a phone number with libphonenumber's metadata (the rlibphonenumber port), reading
+/// national numbers in `region` (an ISO 3166-1 alpha-2 code, usually the row's country of
+/// residence).
 pub fn check_phone(phone: &str, region: Option<&str>) -> PhoneVerdict {
-    use std::str::FromStr;
-    widen_phone_pattern_cache();
-    let region = region.and_then(|r| phonenumber::country::Id::from_str(r).ok());
-    match phonenumber::parse(region, phone) {
-        Ok(number) if phonenumber::is_valid(&number) => {
-            // E.164 has no room for an extension; such numbers keep their original form.
-            if number.extension().is_some() {
-                return PhoneVerdict::Valid;
-            }
-            let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-            if e164 == phone {
-                PhoneVerdict::Valid
-            } else {
-                PhoneVerdict::Reformatted(e164)
-            }
-        }
-        _ => PhoneVerdict::Doubtful,
+    use rlibphonenumber::{PhoneNumberFormat, Region, PHONE_NUMBER_UTIL};
+    let region = region.and_then(|r| Region::from_code(r).ok());
+    let Ok(number) = PHONE_NUMBER_UTIL.parse(phone, region) else {
+        return PhoneVerdict::Doubtful;
+    };
+    if !PHONE_NUMBER_UTIL.is_valid_number(&number) {
+        return PhoneVerdict::Doubtful;
+    }
+    // E.164 has no room for an extension; such numbers keep their original form.
+    if number.extension.is_some() {
+        return PhoneVerdict::Valid;
+    }
+    let e164 = PHONE_NUMBER_UTIL.format(&number, PhoneNumberFormat::E164);
+    if e164 == phone {
+        PhoneVerdict::Valid
+    } else {
+        PhoneVerdict::Reformatted(e164.into_owned())
     }
 }
 
