@@ -42,7 +42,7 @@ fn chunk_size(batch_size: usize) -> usize {
     }
     (MAX_CHUNK / 4..=MAX_CHUNK)
         .rev()
-        .find(|d| batch_size % d == 0)
+        .find(|d| batch_size.is_multiple_of(*d))
         .unwrap_or(batch_size)
 }
 
