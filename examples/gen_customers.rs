@@ -145,7 +145,7 @@ fn row(args: &Args, index: u64, out: &mut String) {
     } else {
         0
     };
-    let business = dice.roll(2) % 10 == 0;
+    let business = dice.roll(2).is_multiple_of(10);
     let first = dice.pick(3, FIRST);
     let last = dice.pick(4, LAST);
     let (country, prefix, language, tz) = PLACES[(dice.roll(5) % PLACES.len() as u64) as usize];
