@@ -2,13 +2,15 @@
 //! run the pipeline, record the run, write the report and the summary.
 //!
 //! Everything that can fail without touching the database (config, inputs, headers, report
-//! path) is checked before the database is opened.
+//! path) is checked before the database is opened. Ctrl-C and SIGTERM are watched from the
+//! first line on ([`crate::interrupt`]).
 
 use super::runtime;
 use crate::cli::Options;
 use crate::config;
 use crate::input::sources::{open_sources, Layout};
 use crate::input::InputNames;
+use crate::interrupt;
 use crate::outcome::Outcome;
 use crate::pipeline::{self, Ending, Outputs};
 use crate::plan::Plan;
@@ -25,6 +27,13 @@ use std::time::Instant;
 /// Runs a pipeline.
 #[allow(clippy::print_stderr)]
 pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Result<Outcome> {
+    // Signals first: a SIGTERM while the run waits for a lock or a server must end the run as
+    // interrupted (130, report written), not kill it with nothing recorded.
+    let rt = runtime()?;
+    let interrupt = {
+        let _entered = rt.enter();
+        interrupt::watch()
+    };
     let config = config::load(&options.config)?;
     let mut plan = Plan::from_options(options, &config, &options.config, pipeline, inputs)?;
     if let Some(path) = plan.report.as_deref().filter(|p| *p != "-") {
@@ -40,7 +49,7 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
     };
     let started = Utc::now();
     let clock = Instant::now();
-    runtime()?.block_on(async {
+    rt.block_on(async {
         let mut store = Store::open(&plan.database_url).await?;
         let names: Vec<String> = plan.inputs.iter().map(|i| i.name.clone()).collect();
         let run_id = store
@@ -64,7 +73,8 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
             report: &mut report,
             rejects: rejects.as_mut(),
         };
-        let ending = pipeline::execute(&plan, sources, &mut store, outputs, &progress).await;
+        let ending =
+            pipeline::execute(&plan, sources, &mut store, outputs, &progress, interrupt).await;
         progress.finish();
         let (status, error, result) = settle(ending, &report);
         let finished = Utc::now();
