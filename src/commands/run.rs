@@ -251,3 +251,37 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> anyhow::Result<()> {
+        Err(anyhow::anyhow!("{text}"))
+    }
+
+    #[test]
+    fn the_runs_own_error_comes_first_and_none_is_lost() {
+        assert_eq!(
+            combine(Ok(Outcome::Partial), [Ok(()), Ok(())]).unwrap(),
+            Outcome::Partial
+        );
+        let only_report = combine(Ok(Outcome::Ok), [err("cannot write report r.json"), Ok(())]);
+        assert_eq!(
+            only_report.unwrap_err().to_string(),
+            "cannot write report r.json"
+        );
+        let both = combine(
+            Err(anyhow::anyhow!("database or disk is full")),
+            [
+                err("cannot write report r.json"),
+                Ok(()),
+                err("cannot record the end of run 3"),
+            ],
+        );
+        assert_eq!(
+            one_line(&both.unwrap_err()),
+            "database or disk is full; also: cannot write report r.json; also: cannot record the end of run 3"
+        );
+    }
+}

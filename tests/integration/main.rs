@@ -17,6 +17,7 @@ mod backends;
 mod checks;
 mod cli;
 mod concurrency;
+#[cfg(unix)]
 mod crash;
 mod import;
 mod inputs;
