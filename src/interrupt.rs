@@ -1,8 +1,8 @@
 //! Ctrl-C and SIGTERM. The first asks the run to stop: the pipeline sees it after the statement
 //! in flight, rolls back the open batch, records the run as interrupted and writes the report
 //! (exit 130). The second exits at once (130): the database's own journal, or the server,
-//! rolls back the open transaction; the temp files of the report and the rejects file are
-//! removed first, so nothing half-written is left beside their paths.
+//! rolls back the open transaction; the rejects file's temp sibling is removed first, so
+//! nothing half-written is left beside its path.
 //!
 //! [`watch`] is called when `custload run` starts, before anything can wait on the database
 //! (a lock held by another import, a server slow to answer): from then on a signal is never
@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-/// Temp files to remove before a second signal exits (report and rejects siblings being
-/// written). Locked only in short sections without `.await`, on the runtime's one thread.
+/// Temp files to remove before a second signal exits: the rejects file's sibling, which lives
+/// through the whole run. (The report's exists only while it is written, after the last
+/// `.await`, when no signal is acted on.) Locked only in short sections without `.await`.
 static TEMP_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Registers a temp file to remove if a second signal ends the process before it is renamed

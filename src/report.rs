@@ -521,29 +521,17 @@ impl ReportWriter {
             .unwrap_or(Path::new("."));
         let tmp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("cannot write report {}", path.display()))?;
-        // A second Ctrl-C while the document is written removes the temp file before exiting.
-        let tmp_path = tmp.path().to_owned();
-        crate::interrupt::remove_on_exit(&tmp_path);
-        let written = self.write_temp(tmp, path, status, error, run);
-        crate::interrupt::forget(&tmp_path);
-        written.with_context(|| format!("cannot write report {}", path.display()))
-    }
-
-    /// Writes the document to `tmp`, flushes it to disk and renames it over `path`; on failure
-    /// `tmp` is removed and `path` is untouched.
-    fn write_temp(
-        &mut self,
-        tmp: tempfile::NamedTempFile,
-        path: &Path,
-        status: Status,
-        error: Option<&str>,
-        run: &RunInfo,
-    ) -> anyhow::Result<()> {
         let mut out = BufWriter::new(tmp);
-        self.write_document(&mut out, status, error, run)?;
+        self.write_document(&mut out, status, error, run)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
         let tmp = out.into_inner().map_err(|e| e.into_error())?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path)?;
+        // On disk before the rename: after a power loss the path holds the old report or the
+        // whole new one, never an empty file.
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write report {}", path.display()))?;
+        tmp.persist(path)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
         Ok(())
     }
 

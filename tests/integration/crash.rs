@@ -735,7 +735,10 @@ ls -A full >&2"#
         "no partial report or temp file"
     );
     assert_eq!(env.try_count("customers"), Some(500));
-    assert_eq!(env.query("PRAGMA integrity_check")[0]["integrity_check"], "ok");
+    assert_eq!(
+        env.query("PRAGMA integrity_check")[0]["integrity_check"],
+        "ok"
+    );
     assert_eq!(last_run_status(&env), "ok");
 }
 
