@@ -19,7 +19,8 @@
 #   - the rows the file changes are applied for a prefix of the file that ends on a batch
 #     boundary, and every other row holds its value from before the run (no partial batch,
 #     no half-written row, no duplicate);
-#   - `custload runs` shows the killed run as `not finished`.
+#   - `custload runs` shows the killed run as `not finished` (or, killed after it recorded
+#     its end, the run is complete).
 # After the finishing re-run, the customers table equals the clean run's, every column but
 # created_time/updated_time (customer_id included).
 set -euo pipefail
@@ -125,8 +126,9 @@ END;
 SQL
 }
 
+# The seed fixes every delay: RANDOM is drawn in this shell only (a $(...) subshell reseeds it).
 RANDOM=$SEED
-rand_below() { echo $(( (RANDOM * 32768 + RANDOM) % $1 )); }
+rand_below() { R=$(( (RANDOM * 32768 + RANDOM) % $1 )); }
 
 kills=0
 rounds=0
@@ -141,10 +143,12 @@ while [ "$kills" -lt "$KILLS" ]; do
     cp "$before" work.db
     rm -f work.db-wal work.db-shm work.db-journal
     # One to three kills in a row before the run that finishes.
-    in_round=$((1 + $(rand_below 3)))
+    rand_below 3
+    in_round=$((1 + R))
     seen=""
     for _ in $(seq 1 "$in_round"); do
-        delay=$(rand_below "$t")
+        rand_below "$t"
+        delay=$R
         runs_before=$(sqlite3 work.db 'SELECT COUNT(*) FROM import_runs')
         run_args work.db "$file"
         nice -n 10 "$BIN" "${ARGS[@]}" 2>/dev/null &
@@ -172,14 +176,18 @@ while [ "$kills" -lt "$KILLS" ]; do
                trap - EXIT; exit 1 ;;
         esac
         seen="$seen ${delay}ms:${prefix#ok }"
-        # A kill before the run was recorded leaves no row for it; a recorded one must show
-        # as not finished.
+        # A kill before the run was recorded leaves no row for it; a recorded one shows as
+        # not finished, unless the kill came after it recorded its end (while it wrote the
+        # report or exited): then everything must be there.
         if [ "$(sqlite3 work.db 'SELECT COUNT(*) FROM import_runs')" -gt "$runs_before" ]; then
             last=$("$BIN" runs --limit 1 --database "sqlite://$DIR/work.db" | sed -n 2p)
             case "$last" in
                 *"not finished"*) ;;
-                *) echo "FAIL round $rounds: the killed run is not shown as not finished: $last" >&2
-                   trap - EXIT; exit 1 ;;
+                *) if [ "$(fingerprint work.db | md5sum)" != "$(fingerprint "$after" | md5sum)" ]; then
+                       echo "FAIL round $rounds: the killed run is not shown as not finished: $last" >&2
+                       trap - EXIT; exit 1
+                   fi
+                   seen="$seen(killed after its end was recorded)" ;;
             esac
         fi
     done
