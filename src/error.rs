@@ -1,6 +1,25 @@
-//! Error types that a caller branches on; everything else is `anyhow` with context.
+//! Error types that a caller branches on, and [`one_line`], how any error is shown; everything
+//! else is `anyhow` with context.
 
 use std::path::PathBuf;
+
+/// The error and its causes on one line (`{:#}`), newlines folded so a scheduler's log keeps it whole.
+pub fn one_line(err: &anyhow::Error) -> String {
+    // Some errors (sqlx's among them) repeat their source in their own message; a cause the
+    // line already ends with is not printed twice.
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace(['\n', '\r'], " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
 
 /// A config file that cannot be used. Every variant names the file, and the key where there is one.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,8 @@
 //! - [`record`]: the canonical field catalog and the typed [`record::Customer`]; column transforms.
 //! - [`check`]: per-row rules run in parallel on rayon; problems are [`check::issue::Issue`]s, not errors.
 //! - [`store`]: the database: schema, the upsert decisions ([`store::resolve`]) and writes, run history.
-//! - [`pipeline`]: reader thread -> checker thread -> writer, with bounded channels and Ctrl-C handling.
+//! - [`pipeline`]: reader thread -> checker thread -> writer, with bounded channels; [`interrupt`]:
+//!   Ctrl-C and SIGTERM (the first stops the run cleanly, the second at once).
 //! - [`report`], [`progress`]: the save-customers style report, the progress bar and the summary;
 //!   [`rejects`]: the rejected input rows, ready to fix and feed back.
 //! - [`reference`]: desks and status dictionary files for `custload reference load`.
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod interrupt;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;

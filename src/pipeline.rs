@@ -2,9 +2,10 @@
 //! channel -> writer (tokio, the calling thread).
 //!
 //! Memory is bounded by a few chunks in flight: the channels hold at most [`RAW_IN_FLIGHT`] and
-//! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory. Checks run on rayon,
-//! database work on tokio; they meet only at the channel. Ctrl-C or SIGTERM rolls back the batch
-//! in flight; a second one exits at once (the database's journal keeps it consistent).
+//! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory.
+//! Checks run on rayon, database work on tokio; they meet only at the channel. Ctrl-C or SIGTERM
+//! (watched by [`crate::interrupt`] from the start of the run) rolls back the batch in flight; a
+//! second one exits at once (the database's journal keeps it consistent).
 
 use crate::check::relation::{check_relation, CheckedRelation};
 use crate::check::{check_batch, Checked};
@@ -94,13 +95,15 @@ pub struct Outputs<'a> {
     pub rejects: Option<&'a mut RejectsWriter>,
 }
 
-/// Runs the pipeline to its end and says how it ended.
+/// Runs the pipeline to its end and says how it ended. `interrupt` is the flag of
+/// [`crate::interrupt::watch`]: once set, the run stops after the statement in flight.
 pub async fn execute(
     plan: &Plan,
     sources: Sources,
     store: &mut Store,
     out: Outputs<'_>,
     progress: &Progress,
+    mut interrupt: watch::Receiver<bool>,
 ) -> Ending {
     let Outputs { report, rejects } = out;
     let pool = match rayon::ThreadPoolBuilder::new()
@@ -124,7 +127,6 @@ pub async fn execute(
     };
     let raw_rx = spawn_reader(sources.readers, plan.batch_size, Arc::clone(&stop));
     let mut checked_rx = spawn_checker(raw_rx, Arc::new(sources.layouts), plan, Arc::clone(&pool));
-    let mut interrupt = watch_interrupts();
     let opts = WriteOptions {
         empty: plan.settings.empty,
         on_duplicate: plan.settings.on_duplicate,
@@ -196,7 +198,7 @@ async fn write_all(
     loop {
         let message = tokio::select! {
             biased;
-            () = interrupted(interrupt) => return Ending::Interrupted,
+            () = crate::interrupt::interrupted(interrupt) => return Ending::Interrupted,
             m = rx.recv() => m,
         };
         let CheckedChunk {
@@ -500,48 +502,6 @@ impl Checker {
             }
         }
         true
-    }
-}
-
-/// Watches SIGINT and SIGTERM: the first sets the flag, the second exits at once.
-fn watch_interrupts() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut seen = false;
-        loop {
-            #[cfg(unix)]
-            let terminate = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let terminate = std::future::pending::<()>();
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                () = terminate => {}
-            }
-            if seen {
-                // The user insists: leave now. SQLite's journal rolls back the open transaction.
-                std::process::exit(130);
-            }
-            seen = true;
-            tx.send(true).ok();
-        }
-    });
-    rx
-}
-
-/// Resolves once an interrupt arrived; never, if signals cannot be watched.
-async fn interrupted(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 

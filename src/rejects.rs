@@ -156,6 +156,7 @@ impl RejectsWriter {
             let (file, tmp) = tempfile::NamedTempFile::new_in(dir)
                 .with_context(context)?
                 .into_parts();
+            crate::interrupt::remove_on_exit(&tmp);
             (file, Some(tmp))
         };
         let mut out = BufWriter::new(file);
@@ -378,10 +379,13 @@ impl RejectsWriter {
         let Some(tmp) = self.tmp else {
             return Ok(());
         };
-        file.sync_all().with_context(context)?;
-        drop(file);
-        tmp.persist(&self.path).with_context(context)?;
-        Ok(())
+        let tmp_path = tmp.to_path_buf();
+        let persisted = file.sync_all().map_err(anyhow::Error::from).and_then(|()| {
+            drop(file);
+            tmp.persist(&self.path).map_err(anyhow::Error::from)
+        });
+        crate::interrupt::forget(&tmp_path);
+        persisted.with_context(context)
     }
 }
 

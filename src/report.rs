@@ -525,6 +525,11 @@ impl ReportWriter {
         self.write_document(&mut out, status, error, run)
             .with_context(|| format!("cannot write report {}", path.display()))?;
         let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        // On disk before the rename: after a power loss the path holds the old report or the
+        // whole new one, never an empty file.
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write report {}", path.display()))?;
         tmp.persist(path)
             .with_context(|| format!("cannot write report {}", path.display()))?;
         Ok(())

@@ -2,13 +2,16 @@
 //! run the pipeline, record the run, write the report and the summary.
 //!
 //! Everything that can fail without touching the database (config, inputs, headers, report
-//! path) is checked before the database is opened.
+//! path) is checked before the database is opened. Ctrl-C and SIGTERM are watched from the
+//! first line on ([`crate::interrupt`]).
 
 use super::runtime;
 use crate::cli::Options;
 use crate::config;
+use crate::error::one_line;
 use crate::input::sources::{open_sources, Layout};
 use crate::input::InputNames;
+use crate::interrupt;
 use crate::outcome::Outcome;
 use crate::pipeline::{self, Ending, Outputs};
 use crate::plan::Plan;
@@ -16,7 +19,7 @@ use crate::progress::Progress;
 use crate::rejects::RejectsWriter;
 use crate::report::{ReportDest, ReportWriter, RunInfo, Status};
 use crate::store::runs::RunStart;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::path::{Path, PathBuf};
@@ -25,6 +28,13 @@ use std::time::Instant;
 /// Runs a pipeline.
 #[allow(clippy::print_stderr)]
 pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Result<Outcome> {
+    // Signals first: a SIGTERM while the run waits for a lock or a server must end the run as
+    // interrupted (130, report written), not kill it with nothing recorded.
+    let rt = runtime()?;
+    let interrupt = {
+        let _entered = rt.enter();
+        interrupt::watch()
+    };
     let config = config::load(&options.config)?;
     let mut plan = Plan::from_options(options, &config, &options.config, pipeline, inputs)?;
     if let Some(path) = plan.report.as_deref().filter(|p| *p != "-") {
@@ -40,8 +50,9 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
     };
     let started = Utc::now();
     let clock = Instant::now();
-    runtime()?.block_on(async {
+    rt.block_on(async {
         let mut store = Store::open(&plan.database_url).await?;
+        let db_file = DbFile::of(&plan.database_url);
         let names: Vec<String> = plan.inputs.iter().map(|i| i.name.clone()).collect();
         let run_id = store
             .start_run(&RunStart {
@@ -64,8 +75,15 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
             report: &mut report,
             rejects: rejects.as_mut(),
         };
-        let ending = pipeline::execute(&plan, sources, &mut store, outputs, &progress).await;
+        let ending =
+            pipeline::execute(&plan, sources, &mut store, outputs, &progress, interrupt).await;
         progress.finish();
+        // A lost database file is the cause of whatever else went wrong (on a rollback
+        // journal SQLite refuses the next write with "readonly database"), so it wins.
+        let ending = match db_file.map(|f| f.check()) {
+            Some(Err(lost)) => Ending::Fatal(lost),
+            _ => ending,
+        };
         let (status, error, result) = settle(ending, &report);
         let finished = Utc::now();
         let summary = report.summary();
@@ -77,34 +95,114 @@ pub fn run(options: &Options, pipeline: &str, inputs: &[String]) -> anyhow::Resu
                 finished.timestamp(),
                 error.as_deref(),
             )
-            .await;
+            .await
+            .with_context(|| format!("cannot record the end of run {run_id}"));
+        let database = store.url().to_owned();
+        // Best effort: a connection that cannot close cleanly (a full disk refusing the
+        // checkpoint) leaves the committed rows in SQLite's -wal file, where they are safe.
+        store.close().await.ok();
         let info = RunInfo {
             id: run_id,
             pipeline: pipeline.to_owned(),
             inputs: names,
-            database: store.url().to_owned(),
+            database,
             started_at: rfc3339(started),
             finished_at: rfc3339(finished),
             elapsed_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         let dest = report_dest(plan.report.as_deref(), pipeline, run_id);
-        match report.finish(status, error.as_deref(), &info, &dest) {
+        let report_written = match report.finish(status, error.as_deref(), &info, &dest) {
             // Whoever read the report on stdout left early; the run's own result still stands.
-            Err(e) if crate::outcome::is_broken_pipe(&e) => {}
-            other => other?,
-        }
-        let rejects_written = rejects.map(RejectsWriter::finish).transpose();
-        recorded.with_context(|| format!("cannot record the end of run {run_id}"))?;
-        rejects_written?;
+            Err(e) if crate::outcome::is_broken_pipe(&e) => Ok(()),
+            other => other,
+        };
+        let rejects_written = rejects.map(RejectsWriter::finish).transpose().map(drop);
+        // The summary comes whatever failed after the run: it says what was committed.
         eprintln!("{}", report.human_summary(pipeline, status));
-        if let ReportDest::File(path) = &dest {
+        if let (ReportDest::File(path), Ok(())) = (&dest, &report_written) {
             eprintln!("custload: report: {}", path.display());
         }
-        if let Some(path) = &plan.rejects {
+        if let (Some(path), Ok(())) = (&plan.rejects, &rejects_written) {
             eprintln!("custload: rejects: {path}");
         }
-        result
+        combine(result, [report_written, rejects_written, recorded])
     })
+}
+
+/// The command's result once everything after the run is done: the run's own error first (the
+/// cause of a failed run), then a report or rejects file that could not be written, then a run
+/// history that could not be updated. Further failures join the first on its line, so that
+/// none hides another.
+fn combine(
+    result: anyhow::Result<Outcome>,
+    after: impl IntoIterator<Item = anyhow::Result<()>>,
+) -> anyhow::Result<Outcome> {
+    let mut errors: Vec<anyhow::Error> = after.into_iter().filter_map(Result::err).collect();
+    let first = match result {
+        Ok(outcome) if errors.is_empty() => return Ok(outcome),
+        Ok(_) => errors.remove(0),
+        Err(e) => e,
+    };
+    if errors.is_empty() {
+        return Err(first);
+    }
+    let also: Vec<String> = errors.iter().map(one_line).collect();
+    Err(anyhow::anyhow!(
+        "{}; also: {}",
+        one_line(&first),
+        also.join("; also: ")
+    ))
+}
+
+/// The SQLite file of a run, to notice it being deleted or replaced while the run writes.
+/// SQLite goes on writing to the file it has open, so without this check a run whose database
+/// was deleted under it would end `ok` with every row gone.
+struct DbFile {
+    /// The path the run was given.
+    path: PathBuf,
+    /// The file that path named when the run opened it.
+    id: FileId,
+}
+
+impl DbFile {
+    /// The file of a SQLite URL, as the open database has it; `None` for PostgreSQL and for a
+    /// database that is not a file (`sqlite::memory:`).
+    fn of(url: &str) -> Option<DbFile> {
+        if Backend::of_url(url).ok()? != Backend::Sqlite {
+            return None;
+        }
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().ok()?;
+        let path = options.get_filename().to_owned();
+        let id = file_id(&path)?;
+        Some(DbFile { path, id })
+    }
+
+    /// Fails if the path no longer names the file the run opened.
+    fn check(&self) -> anyhow::Result<()> {
+        if file_id(&self.path) == Some(self.id) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "database file {} was deleted or replaced while the run was writing to it: what the run wrote went with the old file; run the import again",
+            self.path.display()
+        )
+    }
+}
+
+/// What tells two files apart: device and inode on Unix, mere existence elsewhere.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file().then_some((0, 0))
+    }
 }
 
 /// Maps how the pipeline ended to the report status, its error text and the command's result.
@@ -124,7 +222,7 @@ fn settle(
             ),
             Ok(Outcome::Interrupted),
         ),
-        Ending::Fatal(err) => (Status::Failed, Some(format!("{err:#}")), Err(err)),
+        Ending::Fatal(err) => (Status::Failed, Some(one_line(&err)), Err(err)),
     }
 }
 
@@ -152,4 +250,38 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> anyhow::Result<()> {
+        Err(anyhow::anyhow!("{text}"))
+    }
+
+    #[test]
+    fn the_runs_own_error_comes_first_and_none_is_lost() {
+        assert_eq!(
+            combine(Ok(Outcome::Partial), [Ok(()), Ok(())]).unwrap(),
+            Outcome::Partial
+        );
+        let only_report = combine(Ok(Outcome::Ok), [err("cannot write report r.json"), Ok(())]);
+        assert_eq!(
+            only_report.unwrap_err().to_string(),
+            "cannot write report r.json"
+        );
+        let both = combine(
+            Err(anyhow::anyhow!("database or disk is full")),
+            [
+                err("cannot write report r.json"),
+                Ok(()),
+                err("cannot record the end of run 3"),
+            ],
+        );
+        assert_eq!(
+            one_line(&both.unwrap_err()),
+            "database or disk is full; also: cannot write report r.json; also: cannot record the end of run 3"
+        );
+    }
 }

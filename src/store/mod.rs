@@ -124,6 +124,18 @@ impl Store {
         })
     }
 
+    /// Closes the connection. On SQLite the last connection to close checkpoints the WAL into
+    /// the database file and removes the `-wal` and `-shm` files; a process that ends without
+    /// closing leaves its last commits in the `-wal` file (safe there, but not in a copy of the
+    /// database file alone).
+    pub async fn close(self) -> anyhow::Result<()> {
+        match self.conn {
+            Conn::Sqlite(c) => c.close().await?,
+            Conn::Postgres(c) => c.close().await?,
+        }
+        Ok(())
+    }
+
     /// The URL with credentials masked.
     pub fn url(&self) -> &str {
         &self.url

@@ -5,6 +5,7 @@
 //! - `backends`: the same reports from SQLite and PostgreSQL.
 //! - `cli`: usage and config errors, exit codes, subcommands, database URLs.
 //! - `concurrency`: several runs at once against one database.
+//! - `crash`: SIGTERM, a second Ctrl-C, kill -9; read-only, full, deleted database; unwritable report.
 //! - `import`: first load, re-run, changed file, verify-only, all-or-nothing, duplicates.
 //! - `checks`: each error code and warning with its field and line.
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
@@ -16,6 +17,8 @@ mod backends;
 mod checks;
 mod cli;
 mod concurrency;
+#[cfg(unix)]
+mod crash;
 mod import;
 mod inputs;
 mod json;

@@ -60,6 +60,14 @@ fn no_plaintext_password_or_url_password_anywhere() {
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     let report = env.report("r.json");
     assert_eq!(report["summary"]["added"], 1);
+    // The scan below covers the rejects file: it holds both rejected rows, passwords emptied.
+    // (custload writes no log file; stderr and stdout are scanned.)
+    let rejects = std::fs::read_to_string(env.path("rej.csv")).unwrap();
+    assert!(
+        rejects.contains("S-2,Sue Two,not-an-email,,")
+            && rejects.contains("S-3,Sid Three,sid@example.com,,"),
+        "{rejects}"
+    );
     let all = everything_written(
         &env,
         &[&run.stdout, &run.stderr, &listed.stdout, &listed.stderr],
