@@ -57,8 +57,8 @@ impl Store {
         #[allow(unsafe_code)]
         let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }
             .with_context(|| format!("database {url} failed"))?;
-        let written = RowWriter::prepare(&db, opts)
-            .and_then(|mut writer| writer.write_segments(rows, &segments))
+        let written = RowWriter::new(&db, opts)
+            .write_segments(rows, &segments)
             .with_context(|| format!("database {url} failed"));
         drop(db);
         drop(handle);
@@ -66,26 +66,106 @@ impl Store {
     }
 }
 
-/// What an external_id probe finds: the stored customer's id, content hash and brand.
+/// What an external_id probe finds: the stored customer's id, content hash and brand (the
+/// brand is in [`RowWriter::probed_brand`]).
 struct Probe {
     customer_id: i64,
     row_hash: Option<RowHash>,
-    brand: Option<String>,
+    has_brand: bool,
 }
 
-/// The prepared statements of one batch and the decision rules.
+/// The SQL of the writer's statements, built once per process from the field catalog.
+struct Sql {
+    full: String,
+    insert: String,
+    update: String,
+    update_email: String,
+}
+
+static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = FIELDS.iter().map(quoted_column).collect();
+    let values: Vec<String> = value_fields().map(|f| quoted_column(&FIELDS[f])).collect();
+    let insert_columns = [
+        "external_id".to_owned(),
+        "customer_id".to_owned(),
+        values.join(", "),
+        "created_time, updated_time, created_by, updated_by, email_key, row_hash".to_owned(),
+    ]
+    .join(", ");
+    // Updates write the whole row (two shapes instead of one per set of changed columns); the
+    // email and its key only when the email changes, so that the unique index on the key is
+    // not rewritten for every update.
+    let update = |with_email: bool| {
+        let mut sets: Vec<String> = value_fields()
+            .filter(|&f| with_email || f != IDS.email)
+            .map(|f| quoted_column(&FIELDS[f]))
+            .chain(["updated_time", "updated_by", "row_hash"].map(String::from))
+            .collect();
+        if with_email {
+            sets.push("email_key".into());
+        }
+        let assignments: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect();
+        format!(
+            "UPDATE customers SET {} WHERE customer_id = ?{}",
+            assignments.join(", "),
+            sets.len() + 1
+        )
+    };
+    Sql {
+        full: format!(
+            "SELECT {}, row_hash FROM customers WHERE external_id = ?1",
+            columns.join(", ")
+        ),
+        insert: format!(
+            "INSERT INTO customers ({insert_columns}) VALUES ({})",
+            params(1, 2 + values.len() + 6)
+        ),
+        update: update(false),
+        update_email: update(true),
+    }
+});
+
+/// A statement prepared on first use: a first load never updates, a re-run never inserts.
+struct Lazy<'c> {
+    sql: &'static str,
+    prepared: Option<Statement<'c>>,
+}
+
+impl<'c> Lazy<'c> {
+    const fn new(sql: &'static str) -> Self {
+        Lazy {
+            sql,
+            prepared: None,
+        }
+    }
+
+    fn get(&mut self, db: &'c rusqlite::Connection) -> rusqlite::Result<&mut Statement<'c>> {
+        if self.prepared.is_none() {
+            self.prepared = Some(db.prepare(self.sql)?);
+        }
+        self.prepared.as_mut().ok_or(rusqlite::Error::InvalidQuery)
+    }
+}
+
+/// The statements of one chunk and the decision rules.
 struct RowWriter<'c, 'o> {
     db: &'c rusqlite::Connection,
     opts: &'o WriteOptions<'o>,
     resolver: Resolver<'o>,
-    probe: Statement<'c>,
-    full: Statement<'c>,
-    password: Statement<'c>,
-    email_holder: Statement<'c>,
-    id_holder: Statement<'c>,
-    insert: Statement<'c>,
-    update: Statement<'c>,
-    update_email: Statement<'c>,
+    probe: Lazy<'c>,
+    full: Lazy<'c>,
+    password: Lazy<'c>,
+    email_holder: Lazy<'c>,
+    id_holder: Lazy<'c>,
+    insert: Lazy<'c>,
+    update: Lazy<'c>,
+    update_email: Lazy<'c>,
+    /// The brand of the last probe (a buffer kept across rows).
+    probed_brand: String,
 }
 
 /// The field columns a written row carries (all but `customer_id` and `external_id`).
@@ -102,45 +182,9 @@ fn params(from: usize, count: usize) -> String {
 }
 
 impl<'c, 'o> RowWriter<'c, 'o> {
-    fn prepare(db: &'c rusqlite::Connection, opts: &'o WriteOptions<'o>) -> anyhow::Result<Self> {
-        let columns: Vec<String> = FIELDS.iter().map(quoted_column).collect();
-        let values: Vec<String> = value_fields().map(|f| quoted_column(&FIELDS[f])).collect();
-        let insert_columns = [
-            "external_id".to_owned(),
-            "customer_id".to_owned(),
-            values.join(", "),
-            "created_time, updated_time, created_by, updated_by, email_key, row_hash".to_owned(),
-        ]
-        .join(", ");
-        let insert = format!(
-            "INSERT INTO customers ({insert_columns}) VALUES ({})",
-            params(1, 2 + values.len() + 6)
-        );
-        // Updates write the whole row (two shapes instead of one per set of changed columns);
-        // the email and its key only when the email changes, so that the unique index on the
-        // key is not rewritten for every update.
-        let update_sql = |with_email: bool| {
-            let mut sets: Vec<String> = value_fields()
-                .filter(|&f| with_email || f != IDS.email)
-                .map(|f| quoted_column(&FIELDS[f]))
-                .chain(["updated_time", "updated_by", "row_hash"].map(String::from))
-                .collect();
-            if with_email {
-                sets.push("email_key".into());
-            }
-            let n = sets.len();
-            let assignments: Vec<String> = sets
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c} = ?{}", i + 1))
-                .collect();
-            format!(
-                "UPDATE customers SET {} WHERE customer_id = ?{}",
-                assignments.join(", "),
-                n + 1
-            )
-        };
-        Ok(RowWriter {
+    fn new(db: &'c rusqlite::Connection, opts: &'o WriteOptions<'o>) -> Self {
+        let sql = &*SQL;
+        RowWriter {
             db,
             opts,
             resolver: Resolver {
@@ -148,20 +192,18 @@ impl<'c, 'o> RowWriter<'c, 'o> {
                 ctx: opts.ctx,
                 refdata: opts.refdata,
             },
-            probe: db.prepare(
+            probe: Lazy::new(
                 "SELECT customer_id, row_hash, brand FROM customers WHERE external_id = ?1",
-            )?,
-            full: db.prepare(&format!(
-                "SELECT {}, row_hash FROM customers WHERE external_id = ?1",
-                columns.join(", ")
-            ))?,
-            password: db.prepare("SELECT password_hash FROM customers WHERE external_id = ?1")?,
-            email_holder: db.prepare("SELECT external_id FROM customers WHERE email_key = ?1")?,
-            id_holder: db.prepare("SELECT external_id FROM customers WHERE customer_id = ?1")?,
-            insert: db.prepare(&insert)?,
-            update: db.prepare(&update_sql(false))?,
-            update_email: db.prepare(&update_sql(true))?,
-        })
+            ),
+            full: Lazy::new(&sql.full),
+            password: Lazy::new("SELECT password_hash FROM customers WHERE external_id = ?1"),
+            email_holder: Lazy::new("SELECT external_id FROM customers WHERE email_key = ?1"),
+            id_holder: Lazy::new("SELECT external_id FROM customers WHERE customer_id = ?1"),
+            insert: Lazy::new(&sql.insert),
+            update: Lazy::new(&sql.update),
+            update_email: Lazy::new(&sql.update_email),
+            probed_brand: String::new(),
+        }
     }
 
     fn write_segments(
@@ -185,7 +227,8 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         let mut pending = Vec::new();
         for &i in segment {
             if has_clear_password(&rows[i]) {
-                pending.push((i, query_text(&mut self.password, &rows[i].external_id)?));
+                let st = self.password.get(self.db)?;
+                pending.push((i, query_text(st, &rows[i].external_id)?));
             }
         }
         settle_passwords(rows, pending, self.opts.pool)
@@ -202,10 +245,11 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         };
         if self.resolver.hash_decides(row) && probe.row_hash == Some(hash) {
             let id_holder = self.id_holder_of(row, Some(probe.customer_id))?;
+            let brand = probe.has_brand.then_some(self.probed_brand.as_str());
             let action = self.resolver.resolve_same_hash(
                 row,
                 probe.customer_id,
-                probe.brand.as_deref(),
+                brand,
                 id_holder.as_deref(),
             );
             return Ok(match action {
@@ -226,7 +270,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         };
         let email_holder = match &new_key {
             Some(Some(key)) if stored_key.as_ref() != Some(key) => {
-                query_text(&mut self.email_holder, key)?
+                query_text(self.email_holder.get(self.db)?, key)?
             }
             _ => None,
         };
@@ -284,7 +328,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         id_holder: Option<&str>,
     ) -> anyhow::Result<()> {
         let email_holder = match self.resolver.new_email_key(row) {
-            Some(Some(key)) => query_text(&mut self.email_holder, &key)?,
+            Some(Some(key)) => query_text(self.email_holder.get(self.db)?, &key)?,
             _ => None,
         };
         row.issues.truncate(mark);
@@ -302,21 +346,31 @@ impl<'c, 'o> RowWriter<'c, 'o> {
     }
 
     fn probe(&mut self, external_id: &str) -> rusqlite::Result<Option<Probe>> {
-        self.probe.raw_bind_parameter(1, external_id)?;
-        let mut found = self.probe.raw_query();
+        let st = self.probe.get(self.db)?;
+        st.raw_bind_parameter(1, external_id)?;
+        let mut found = st.raw_query();
         let Some(r) = found.next()? else {
             return Ok(None);
+        };
+        self.probed_brand.clear();
+        let has_brand = match r.get_ref(2)? {
+            ValueRef::Text(t) => {
+                self.probed_brand.push_str(&String::from_utf8_lossy(t));
+                true
+            }
+            _ => false,
         };
         Ok(Some(Probe {
             customer_id: r.get(0)?,
             row_hash: row_hash_at(r, 1)?,
-            brand: r.get(2)?,
+            has_brand,
         }))
     }
 
     fn fetch_full(&mut self, external_id: &str) -> rusqlite::Result<Option<Stored>> {
-        self.full.raw_bind_parameter(1, external_id)?;
-        let mut found = self.full.raw_query();
+        let st = self.full.get(self.db)?;
+        st.raw_bind_parameter(1, external_id)?;
+        let mut found = st.raw_query();
         let Some(r) = found.next()? else {
             return Ok(None);
         };
@@ -353,8 +407,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
     ) -> rusqlite::Result<Option<String>> {
         match row.customer.int(IDS.customer_id).filter(|id| *id > 0) {
             Some(id) if Some(id) != own => {
-                self.id_holder.raw_bind_parameter(1, id)?;
-                let mut found = self.id_holder.raw_query();
+                let st = self.id_holder.get(self.db)?;
+                st.raw_bind_parameter(1, id)?;
+                let mut found = st.raw_query();
                 match found.next()? {
                     Some(r) => r.get(0),
                     None => Ok(None),
@@ -372,7 +427,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         hash: &RowHash,
     ) -> rusqlite::Result<i64> {
         let (db, opts) = (self.db, self.opts);
-        let st = &mut self.insert;
+        let st = self.insert.get(db)?;
         st.raw_bind_parameter(1, row.external_id.as_str())?;
         st.raw_bind_parameter(2, customer_id)?;
         let mut n = 3;
@@ -403,12 +458,12 @@ impl<'c, 'o> RowWriter<'c, 'o> {
     ) -> anyhow::Result<RowOutcome> {
         let opts = self.opts;
         let with_email = email_key.is_some();
-        let st = if with_email {
-            &mut self.update_email
-        } else {
-            &mut self.update
-        };
         let result = (|| -> rusqlite::Result<()> {
+            let st = if with_email {
+                self.update_email.get(self.db)?
+            } else {
+                self.update.get(self.db)?
+            };
             let mut n = 1;
             for f in value_fields().filter(|&f| with_email || f != IDS.email) {
                 bind_value(
@@ -496,8 +551,10 @@ fn query_text(st: &mut Statement<'_>, key: &str) -> rusqlite::Result<Option<Stri
 
 /// A stored content hash, `None` when absent or not 16 bytes.
 fn row_hash_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<RowHash>> {
-    Ok(r.get::<_, Option<Vec<u8>>>(i)?
-        .and_then(|b| RowHash::try_from(b.as_slice()).ok()))
+    Ok(match r.get_ref(i)? {
+        ValueRef::Blob(b) => RowHash::try_from(b).ok(),
+        _ => None,
+    })
 }
 
 /// Whether an error is a UNIQUE constraint failure on `column`.
