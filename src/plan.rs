@@ -127,6 +127,7 @@ impl Plan {
                     now: chrono::Utc::now().timestamp(),
                 },
                 keep_raw: options.rejects.is_some(),
+                empty: settings.empty,
             },
             inputs,
             settings,

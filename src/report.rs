@@ -620,6 +620,7 @@ mod tests {
             customer: Customer::default(),
             issues,
             raw: None,
+            row_hash: None,
         }
     }
 

@@ -10,13 +10,14 @@ pub mod relation;
 pub mod rules;
 
 use crate::config::validate::ColumnRule;
-use crate::config::UnknownColumns;
+use crate::config::{EmptyPolicy, UnknownColumns};
 use crate::input::header::{ColumnUse, HeaderMap, KeyMap, ERRORS_COLUMN};
 use crate::input::sources::Layout;
 use crate::input::{RawBody, RawRecord};
 use crate::record::dates::{self, Decisions, Reading};
 use crate::record::fields::{ids::IDS, FieldId, FIELDS};
 use crate::record::fields::{FieldDef, Kind};
+use crate::record::hash::{row_hash, RowHash};
 use crate::record::{transform, Customer, Slot, Value};
 use issue::{Code, Issue};
 use rayon::prelude::*;
@@ -36,6 +37,8 @@ pub struct CheckPlan {
     pub ctx: RuleContext,
     /// Keep each row's raw record on [`Checked::raw`] (for the rejects file).
     pub keep_raw: bool,
+    /// Empty-cell policy (it decides what a row writes, so its content hash).
+    pub empty: EmptyPolicy,
 }
 
 /// One row after the check stage.
@@ -53,6 +56,9 @@ pub struct Checked {
     pub issues: Vec<Issue>,
     /// The record as read, when the run writes a rejects file.
     pub raw: Option<RawBody>,
+    /// The content hash of what the row writes, for rows the check stage accepted: computed here,
+    /// in parallel, to keep it off the writer.
+    pub row_hash: Option<RowHash>,
 }
 
 impl Checked {
@@ -93,6 +99,7 @@ pub fn check_record(
         customer: Customer::default(),
         issues: Vec::new(),
         raw: plan.keep_raw.then(|| rec.body.clone()),
+        row_hash: None,
     };
     let mut meta = serde_json::Map::new();
     match (&rec.body, layout) {
@@ -122,6 +129,9 @@ pub fn check_record(
         None => row
             .issues
             .push(Issue::invalid("external_id", "external_id is required")),
+    }
+    if !row.is_rejected() {
+        row.row_hash = Some(row_hash(&row.customer, plan.empty));
     }
     row
 }
@@ -507,6 +517,7 @@ mod tests {
                 now: 2_000_000_000,
             },
             keep_raw: false,
+            empty: s.empty,
         };
         (plan, Layout::Columns(header))
     }

@@ -188,6 +188,7 @@ mod tests {
                 now: 0,
             },
             keep_raw: false,
+            empty: crate::config::EmptyPolicy::Keep,
         };
         let rec = RawRecord {
             line: 3,

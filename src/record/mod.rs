@@ -6,6 +6,7 @@
 
 pub mod dates;
 pub mod fields;
+pub mod hash;
 pub mod transform;
 
 use crate::secret::Secret;

@@ -57,9 +57,12 @@ impl Store {
         #[allow(unsafe_code)]
         let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }
             .with_context(|| format!("database {url} failed"))?;
-        let written = RowWriter::new(&db, opts)
+        let mut writer = RowWriter::new(&db, opts, state.mostly_new);
+        let written = writer
             .write_segments(rows, &segments)
             .with_context(|| format!("database {url} failed"));
+        state.mostly_new = writer.new_rows >= writer.stored_rows;
+        drop(writer);
         drop(db);
         drop(handle);
         written
@@ -121,7 +124,8 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
             columns.join(", ")
         ),
         insert: format!(
-            "INSERT INTO customers ({insert_columns}) VALUES ({})",
+            "INSERT INTO customers ({insert_columns}) VALUES ({}) \
+             ON CONFLICT (external_id) DO NOTHING",
             params(1, 2 + values.len() + 6)
         ),
         update: update(false),
@@ -166,6 +170,13 @@ struct RowWriter<'c, 'o> {
     update_email: Lazy<'c>,
     /// The brand of the last probe (a buffer kept across rows).
     probed_brand: String,
+    /// Try rows as new before probing for them: right for a first load, where most rows are
+    /// new and the insert's own unique index tells the few that are not; wrong for a nightly
+    /// re-run. Decided from the chunk before (see [`RunState::mostly_new`]).
+    insert_first: bool,
+    /// Rows of this chunk that were new, and that were stored already.
+    new_rows: usize,
+    stored_rows: usize,
 }
 
 /// The field columns a written row carries (all but `customer_id` and `external_id`).
@@ -182,7 +193,7 @@ fn params(from: usize, count: usize) -> String {
 }
 
 impl<'c, 'o> RowWriter<'c, 'o> {
-    fn new(db: &'c rusqlite::Connection, opts: &'o WriteOptions<'o>) -> Self {
+    fn new(db: &'c rusqlite::Connection, opts: &'o WriteOptions<'o>, insert_first: bool) -> Self {
         let sql = &*SQL;
         RowWriter {
             db,
@@ -203,6 +214,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             update: Lazy::new(&sql.update),
             update_email: Lazy::new(&sql.update_email),
             probed_brand: String::new(),
+            insert_first,
+            new_rows: 0,
+            stored_rows: 0,
         }
     }
 
@@ -240,9 +254,19 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             return Ok(RowOutcome::Rejected);
         }
         let hash = self.resolver.row_hash(row);
+        if self.insert_first && row.customer.int(IDS.customer_id).is_none() {
+            let mark = row.issues.len();
+            if let Some(outcome) = self.try_as_new(row, &hash)? {
+                self.new_rows += 1;
+                return Ok(outcome);
+            }
+            row.issues.truncate(mark);
+        }
         let Some(probe) = self.probe(&row.external_id)? else {
+            self.new_rows += 1;
             return self.write_new(row, &hash);
         };
+        self.stored_rows += 1;
         if self.resolver.hash_decides(row) && probe.row_hash == Some(hash) {
             let id_holder = self.id_holder_of(row, Some(probe.customer_id))?;
             let brand = probe.has_brand.then_some(self.probed_brand.as_str());
@@ -289,6 +313,34 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         }
     }
 
+    /// Decides and inserts a row as new without probing for it first; `None` when that does not
+    /// settle it: the external_id is stored after all (the insert did nothing), or the row is
+    /// rejected as new (a stored customer could make it valid) or refused (the probing path says
+    /// why). The caller then takes the probing path.
+    fn try_as_new(
+        &mut self,
+        row: &mut Checked,
+        hash: &RowHash,
+    ) -> anyhow::Result<Option<RowOutcome>> {
+        let Action::Insert {
+            customer_id,
+            email_key,
+        } = self.resolver.resolve(row, None, Holders::default())
+        else {
+            return Ok(None);
+        };
+        match self.insert(row, customer_id, email_key.as_deref(), hash) {
+            Ok(Some(id)) => Ok(Some(RowOutcome::Added(id))),
+            Ok(None) => Ok(None),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == ffi::ErrorCode::ConstraintViolation =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("writing a customer failed")),
+        }
+    }
+
     /// A row whose external_id is not stored. Its email is assumed free and the insert tells:
     /// the unique index on the email key refuses a taken one, and the row is then decided
     /// again with the holder. A row rejected for another reason is also decided again with
@@ -311,7 +363,11 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             }
         };
         match self.insert(row, customer_id, email_key.as_deref(), hash) {
-            Ok(id) => Ok(RowOutcome::Added(id)),
+            Ok(Some(id)) => Ok(RowOutcome::Added(id)),
+            Ok(None) => anyhow::bail!(
+                "internal error: customer {} appeared within the transaction",
+                row.external_id
+            ),
             Err(e) if is_unique_violation(&e, "email_key") => {
                 self.decide_with_email_holder(row, mark, id_holder.as_deref())?;
                 Ok(RowOutcome::Rejected)
@@ -425,7 +481,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         customer_id: Option<i64>,
         email_key: Option<&str>,
         hash: &RowHash,
-    ) -> rusqlite::Result<i64> {
+    ) -> rusqlite::Result<Option<i64>> {
         let (db, opts) = (self.db, self.opts);
         let st = self.insert.get(db)?;
         st.raw_bind_parameter(1, row.external_id.as_str())?;
@@ -441,11 +497,14 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         st.raw_bind_parameter(n + 3, opts.manager_id)?;
         st.raw_bind_parameter(n + 4, email_key)?;
         st.raw_bind_parameter(n + 5, &hash[..])?;
-        st.raw_execute()?;
-        Ok(match customer_id {
+        if st.raw_execute()? == 0 {
+            // ON CONFLICT (external_id) DO NOTHING: the customer is stored already.
+            return Ok(None);
+        }
+        Ok(Some(match customer_id {
             Some(id) => id,
             None => db.last_insert_rowid(),
-        })
+        }))
     }
 
     fn update(

@@ -21,10 +21,8 @@ use crate::record::{Slot, Value};
 use crate::secret;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use xxhash_rust::xxh3::xxh3_128;
 
-/// A content hash of the values a row gives (see [`Resolver::row_hash`]).
-pub type RowHash = [u8; 16];
+pub use crate::record::hash::{row_hash, RowHash};
 
 /// A customer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +63,6 @@ pub enum Action {
     },
     /// The row has an error; nothing is written.
     Reject,
-}
-
-/// A value the row writes, borrowed, for hashing.
-enum Target<'v> {
-    Int(i64),
-    Text(&'v str),
 }
 
 /// Who holds the row's email and explicit customer_id before the row is written, as the
@@ -147,52 +139,11 @@ impl Resolver<'_> {
             .is_none()
     }
 
-    /// The content hash of what the row writes: every field it gives a value to (or clears),
-    /// with that value, except `customer_id`, `external_id` (the key) and `password` (salted
-    /// hashes differ each time; a row with a password is compared value by value).
-    ///
-    /// 128 bits of xxh3 over a tagged, length-prefixed encoding: two different rows share a
-    /// hash with a chance of about 2^-128.
+    /// The content hash of what the row writes (see [`row_hash`]); the check stage computed
+    /// it for accepted rows.
     pub fn row_hash(&self, row: &Checked) -> RowHash {
-        /// Bumped whenever the encoding below changes, so that old hashes no longer match.
-        const SCHEME: u8 = 1;
-        thread_local! {
-            /// The encoding of one row; hashed in one call, which is several times faster than
-            /// feeding xxh3's streaming state a few bytes at a time.
-            static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        ENCODED.with_borrow_mut(|out| {
-            out.clear();
-            out.push(SCHEME);
-            for (f, def) in FIELDS.iter().enumerate() {
-                if f == IDS.customer_id || f == IDS.external_id || f == IDS.password {
-                    continue;
-                }
-                let value = match (row.customer.slot(f), self.empty) {
-                    (Slot::Absent, _) | (Slot::Empty, EmptyPolicy::Keep) => continue,
-                    (Slot::Empty, EmptyPolicy::Clear) => def.default.map(Target::Int),
-                    (Slot::Set(Value::Int(n)), _) => Some(Target::Int(*n)),
-                    (Slot::Set(Value::Text(t)), _) => Some(Target::Text(t)),
-                    // Only the password holds secrets, and it is skipped above.
-                    (Slot::Set(Value::Secret(_)), _) => Some(Target::Text("")),
-                };
-                // Field ids fit a u16; the catalog has a few dozen fields.
-                out.extend_from_slice(&(f as u16).to_le_bytes());
-                match value {
-                    None => out.push(0),
-                    Some(Target::Int(n)) => {
-                        out.push(1);
-                        out.extend_from_slice(&n.to_le_bytes());
-                    }
-                    Some(Target::Text(t)) => {
-                        out.push(2);
-                        out.extend_from_slice(&(t.len() as u64).to_le_bytes());
-                        out.extend_from_slice(t.as_bytes());
-                    }
-                }
-            }
-            xxh3_128(out).to_le_bytes()
-        })
+        row.row_hash
+            .unwrap_or_else(|| row_hash(&row.customer, self.empty))
     }
 
     /// The email key the row sets: `Some(Some(key))` for an email, `Some(None)` when it clears
@@ -503,6 +454,7 @@ mod tests {
             customer,
             issues: vec![],
             raw: None,
+            row_hash: None,
         }
     }
 

@@ -182,6 +182,9 @@ pub struct RunState {
     /// rolled-back dry run that drew from it would change the ids (and so the explicit
     /// customer_id checks) of the real run it is meant to predict.
     next_simulated_id: Option<i64>,
+    /// SQLite: most rows of the last chunk were new, so the writer tries rows as new before
+    /// probing for them (see `direct::RowWriter::insert_first`).
+    pub(super) mostly_new: bool,
 }
 
 impl RunState {
