@@ -349,6 +349,62 @@ fn small_batches_commit_separately_and_keep_order() {
     assert_eq!(ids(&small, "added"), ids(&big, "added"));
 }
 
+/// Stored and new customers mixed in chunks where most rows are new (the SQLite writer then
+/// tries rows as new before probing for them): every row gets the outcome a probe would give.
+fn stored_rows_among_mostly_new_ones_are_updated_not_added() {
+    let env = TestEnv::with_config(CUSTOMERS);
+    let first = env.write(
+        "first.csv",
+        "external_id,first_name,last_name,email\n\
+         S-1,Ann,Lee,ann@x.com\n\
+         S-2,Bob,Ray,bob@x.com\n\
+         S-3,Cy,Orr,cy@x.com\n",
+    );
+    assert_eq!(env.run(&["run", "customers", &first]).code, 0);
+    let second = env.write(
+        "second.csv",
+        "external_id,first_name,last_name,email\n\
+         N-1,Di,Fox,di@x.com\n\
+         N-2,Ed,Gray,ed@x.com\n\
+         N-3,Flo,Hay,flo@x.com\n\
+         S-1,Anna,Lee,ann@x.com\n\
+         N-4,Gus,Ivy,gus@x.com\n\
+         N-5,Hal,Joy,hal@x.com\n\
+         S-2,Bob,Ray,bob@x.com\n\
+         N-6,Ida,Kim,ida@x.com\n\
+         N-7,Jo,Lam,jo@x.com\n\
+         S-3,,,\n\
+         N-8,Kai,Moe,KAI@x.com\n\
+         N-9,Lu,Nye,cy@x.com\n",
+    );
+    let run = env.run(&[
+        "run",
+        "customers",
+        &second,
+        "--batch-size",
+        "3",
+        "--report",
+        "r.json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("r.json");
+    assert_eq!(
+        errors(&report),
+        vec![issue(13, "N-9", "RET_DUPLICATE_RECORD", "email")]
+    );
+    assert_eq!(
+        ids(&report, "added"),
+        ["N-1", "N-2", "N-3", "N-4", "N-5", "N-6", "N-7", "N-8"]
+    );
+    assert_eq!(ids(&report, "updated"), ["S-1"]);
+    assert_eq!(report["summary"]["unchanged"], 2, "{}", report["summary"]);
+    let stored = env.query("SELECT first_name FROM customers WHERE external_id = 'S-3'");
+    assert_eq!(
+        stored[0]["first_name"], "Cy",
+        "blank cells keep stored values"
+    );
+}
+
 fn last_wins_lists_each_customer_once_and_warns_the_earlier_rows() {
     // The same file in one batch and in one-row batches: repeats across batches behave alike.
     for batch in ["1000", "1"] {
@@ -654,6 +710,7 @@ fn ctrl_c_rolls_back_the_batch_in_flight_and_reports_interrupted() {
 }
 
 crate::on_both_backends!(
+    stored_rows_among_mostly_new_ones_are_updated_not_added,
     first_load_inserts_every_row_and_reports_their_ids,
     rerun_is_all_unchanged_and_touches_nothing,
     changed_file_reports_exact_updates_and_additions,
