@@ -44,7 +44,7 @@ impl Store {
         let Conn::Sqlite(conn) = &mut self.conn else {
             anyhow::bail!("internal error: the SQLite writer on another database");
         };
-        let segments = segments(rows, opts, state);
+        let segments = segments(rows, opts, state)?;
         let mut handle = conn
             .lock_handle()
             .await

@@ -12,6 +12,7 @@ pub mod relations;
 pub mod resolve;
 pub mod retry;
 pub mod runs;
+pub mod spill;
 pub mod upsert;
 
 use crate::record::fields::{column_name, FieldDef, FIELDS};

@@ -10,6 +10,7 @@ use super::resolve::{
     has_clear_password, settle_passwords, Action, Claims, Resolver, RowHash, Stored,
 };
 use super::retry::{backoff, bulk_stop, conflict_issue, row_stop, Stop, MAX_CONFLICTS, SAVEPOINT};
+use super::spill::SpillMap;
 use super::{field_column_list, with_conn, Backend, Conn, Store};
 use crate::check::issue::{Code, Issue};
 use crate::check::rules::{email_key, RuleContext};
@@ -105,31 +106,6 @@ impl Seen {
     }
 }
 
-/// Hashes the run's keys, which are xxh3 hashes already, by taking their low 64 bits: hashing
-/// them again with SipHash was 3% of a dry run's profile.
-#[derive(Default, Clone, Copy)]
-struct PrehashedKey(u64);
-
-impl std::hash::Hasher for PrehashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 keys are hashed here; any other input is folded in byte by byte.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
-/// The map from a key hash to where it was seen.
-type SeenMap = HashMap<u128, Seen, std::hash::BuildHasherDefault<PrehashedKey>>;
-
 /// An earlier row replaced by a later one under `last_wins`; the report gives it a
 /// `SUPERSEDED` warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +147,10 @@ pub struct WriteOptions<'a> {
 /// What the writer remembers across batches of one run.
 #[derive(Default)]
 pub struct RunState {
-    /// Hash of each external_id seen in this run -> where it was last seen and how it is listed.
-    /// A 128-bit hash keeps memory at ~40 bytes per row however long the ids are; a collision
-    /// is ~1e-20 likely.
-    seen: SeenMap,
+    /// Hash of each external_id seen in this run -> where it was last seen and how it is listed
+    /// ([`Seen`]). A 128-bit hash keeps an entry at 24 bytes however long the ids are (a
+    /// collision is ~1e-20 likely), and past a few million the entries move to a temporary file.
+    seen: SpillMap,
     /// Rows replaced under `last_wins`, in the order found.
     superseded: Vec<Superseded>,
     /// In a dry run on PostgreSQL: the next id the database's sequence would assign. A dry run
@@ -194,9 +170,10 @@ impl RunState {
     }
 
     /// Turns a row's outcome into what the report lists, given earlier rows of the same id.
-    fn list(&mut self, external_id: &str, outcome: RowOutcome) -> RowOutcome {
-        let Some(seen) = self.seen.get_mut(&xxh3_128(external_id.as_bytes())) else {
-            return outcome;
+    fn list(&mut self, external_id: &str, outcome: RowOutcome) -> anyhow::Result<RowOutcome> {
+        let key = xxh3_128(external_id.as_bytes());
+        let Some(mut seen) = self.seen.get(key)?.map(Seen) else {
+            return Ok(outcome);
         };
         let (listed, reported) = match (seen.listed(), outcome) {
             (_, RowOutcome::Rejected) => (seen.listed(), outcome),
@@ -212,8 +189,11 @@ impl RunState {
             (_, RowOutcome::Unchanged(_)) => (Listed::Unchanged, outcome),
             (_, RowOutcome::Merged) => (seen.listed(), outcome),
         };
-        seen.set_listed(listed);
-        reported
+        if listed != seen.listed() {
+            seen.set_listed(listed);
+            self.seen.insert(key, seen.0)?;
+        }
+        Ok(reported)
     }
 }
 
@@ -231,7 +211,7 @@ impl Store {
         };
         for (row, outcome) in rows.iter().zip(outcomes.iter_mut()) {
             if !row.external_id.is_empty() {
-                *outcome = state.list(&row.external_id, *outcome);
+                *outcome = state.list(&row.external_id, *outcome)?;
             }
         }
         Ok(outcomes)
@@ -250,7 +230,7 @@ impl Store {
         opts: &WriteOptions<'_>,
         state: &mut RunState,
     ) -> anyhow::Result<Vec<RowOutcome>> {
-        let segments = segments(rows, opts, state);
+        let segments = segments(rows, opts, state)?;
         let marks: Vec<usize> = rows.iter().map(|r| r.issues.len()).collect();
         let mut refused: Vec<(usize, Issue)> = Vec::new();
         let mut conflicts = 0;
@@ -581,7 +561,7 @@ pub(super) fn segments(
     rows: &mut [Checked],
     opts: &WriteOptions<'_>,
     state: &mut RunState,
-) -> Vec<Vec<usize>> {
+) -> anyhow::Result<Vec<Vec<usize>>> {
     let mut out = vec![Vec::new()];
     let mut in_segment: HashSet<u128> = HashSet::new();
     for (i, row) in rows.iter_mut().enumerate() {
@@ -590,10 +570,8 @@ pub(super) fn segments(
         }
         let key = xxh3_128(row.external_id.as_bytes());
         let here = Seen::new(row.input, row.line, Listed::Pending);
-        match (state.seen.get_mut(&key), opts.on_duplicate) {
-            (None, _) => {
-                state.seen.insert(key, here);
-            }
+        match (state.seen.get(key)?.map(Seen), opts.on_duplicate) {
+            (None, _) => state.seen.insert(key, here.0)?,
             (Some(first), OnDuplicate::Reject) => row.issues.push(Issue::new(
                 Code::RetDuplicateRecord,
                 "external_id",
@@ -602,7 +580,7 @@ pub(super) fn segments(
                     opts.inputs.place(first.input(), first.line())
                 ),
             )),
-            (Some(last), OnDuplicate::LastWins) => {
+            (Some(mut last), OnDuplicate::LastWins) => {
                 state.superseded.push(Superseded {
                     input: last.input(),
                     line: last.line(),
@@ -611,6 +589,7 @@ pub(super) fn segments(
                     by_line: row.line,
                 });
                 last.set_place(row.input, row.line);
+                state.seen.insert(key, last.0)?;
             }
         }
         if row.is_rejected() {
@@ -629,12 +608,89 @@ pub(super) fn segments(
         }
     }
     out.retain(|s| !s.is_empty());
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::refdata::RefData;
+    use crate::input::InputNames;
+    use crate::record::{Customer, Slot};
+
+    fn row(ext: &str, line: u64) -> Checked {
+        let mut customer = Customer::default();
+        customer.set(IDS.external_id, Slot::Set(Value::Text(ext.into())));
+        Checked {
+            input: 0,
+            line,
+            external_id: ext.into(),
+            customer,
+            issues: vec![],
+            raw: None,
+            row_hash: None,
+        }
+    }
+
+    /// Repeated external_ids are found whether the first row's entry is in memory or spilled.
+    #[test]
+    fn repeats_are_found_across_a_spill() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let inputs = InputNames {
+            names: vec!["a.csv".into()],
+            by_record: vec![false],
+        };
+        let refdata = RefData::default();
+        for policy in [OnDuplicate::Reject, OnDuplicate::LastWins] {
+            let opts = WriteOptions {
+                empty: EmptyPolicy::Keep,
+                on_duplicate: policy,
+                ctx: RuleContext {
+                    redact_values: false,
+                    now: 0,
+                },
+                now: 0,
+                manager_id: None,
+                pool: &pool,
+                inputs: &inputs,
+                refdata: &refdata,
+                dry_run: false,
+            };
+            let mut state = RunState {
+                seen: SpillMap::with_cap(2),
+                ..RunState::default()
+            };
+            let mut first: Vec<Checked> = (0..5).map(|i| row(&format!("X-{i}"), i + 2)).collect();
+            segments(&mut first, &opts, &mut state).unwrap();
+            assert!(state.seen.spilled());
+            let mut again = vec![row("X-0", 10), row("X-4", 11), row("Y-1", 12)];
+            let kept = segments(&mut again, &opts, &mut state).unwrap();
+            match policy {
+                OnDuplicate::Reject => {
+                    assert!(
+                        again[0].issues[0].detail.contains("line 2"),
+                        "{:?}",
+                        again[0].issues
+                    );
+                    assert!(again[1].issues[0].detail.contains("line 6"));
+                    assert!(again[2].issues.is_empty());
+                    assert_eq!(kept, vec![vec![2]]);
+                }
+                OnDuplicate::LastWins => {
+                    let lines: Vec<(u64, u64)> = state
+                        .take_superseded()
+                        .iter()
+                        .map(|s| (s.line, s.by_line))
+                        .collect();
+                    assert_eq!(lines, vec![(2, 10), (6, 11)]);
+                    assert_eq!(kept, vec![vec![0, 1, 2]]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn seen_packs_place_and_listing() {

@@ -1,0 +1,182 @@
+//! A map from 128-bit key hashes to 8-byte values whose memory does not grow with the input: up
+//! to [`SpillMap::cap`] entries live in a hash map; past that they move, all at once, into a
+//! private temporary SQLite file, which lookups then consult after the map.
+//!
+//! A run remembers every external_id it has seen (for repeated ids); at 1,000,000 rows that is
+//! ~50 MB in memory, at 10,000,000 it would be ten times as much. No crate offers a disk-backed
+//! map this small that we could trust more than SQLite, which is already linked in, so the
+//! spilled part is a `WITHOUT ROWID` table of a temporary database (`Connection::open("")`:
+//! deleted when closed, with its own page cache of a few megabytes).
+
+use anyhow::Context;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+/// Entries kept in memory before spilling: 7/8 of 2^21 buckets (~50 MB), so that a
+/// million-row file never spills and the table never grows past that size.
+const DEFAULT_CAP: usize = (1 << 21) / 8 * 7;
+
+/// Page cache of the temporary file, in KiB.
+const DISK_CACHE_KIB: i64 = 8 * 1024;
+
+/// Hashes keys that are xxh3 hashes already by taking their low 64 bits.
+#[derive(Default, Clone, Copy)]
+pub struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; any other input is folded in byte by byte.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// See the module documentation.
+pub struct SpillMap {
+    memory: HashMap<u128, u64, BuildHasherDefault<Prehashed>>,
+    cap: usize,
+    disk: Option<rusqlite::Connection>,
+}
+
+impl Default for SpillMap {
+    fn default() -> Self {
+        SpillMap::with_cap(DEFAULT_CAP)
+    }
+}
+
+/// The two halves of a key as SQLite integers (bit patterns, not values).
+fn halves(key: u128) -> (i64, i64) {
+    ((key >> 64) as u64 as i64, key as u64 as i64)
+}
+
+impl SpillMap {
+    /// A map that spills past `cap` entries.
+    pub fn with_cap(cap: usize) -> Self {
+        SpillMap {
+            memory: HashMap::default(),
+            cap: cap.max(1),
+            disk: None,
+        }
+    }
+
+    /// Entries kept in memory before spilling.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Whether entries have moved to disk.
+    pub fn spilled(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: u128) -> anyhow::Result<Option<u64>> {
+        if let Some(v) = self.memory.get(&key) {
+            return Ok(Some(*v));
+        }
+        let Some(disk) = &self.disk else {
+            return Ok(None);
+        };
+        let (hi, lo) = halves(key);
+        let mut st = disk
+            .prepare_cached("SELECT value FROM spill WHERE hi = ?1 AND lo = ?2")
+            .context("reading the run's spill file")?;
+        let mut rows = st.query((hi, lo)).context("reading the run's spill file")?;
+        Ok(match rows.next().context("reading the run's spill file")? {
+            Some(r) => Some(r.get::<_, i64>(0)? as u64),
+            None => None,
+        })
+    }
+
+    /// Sets the value of `key` (the memory entry shadows a spilled one).
+    pub fn insert(&mut self, key: u128, value: u64) -> anyhow::Result<()> {
+        if self.memory.len() >= self.cap && !self.memory.contains_key(&key) {
+            self.spill()?;
+        }
+        self.memory.insert(key, value);
+        Ok(())
+    }
+
+    /// Moves every memory entry to the temporary file, in one transaction.
+    fn spill(&mut self) -> anyhow::Result<()> {
+        if self.disk.is_none() {
+            let disk = rusqlite::Connection::open("").context("cannot open a temporary file")?;
+            disk.execute_batch(&format!(
+                "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+                 PRAGMA cache_size = -{DISK_CACHE_KIB}; \
+                 CREATE TABLE spill (hi INTEGER NOT NULL, lo INTEGER NOT NULL, \
+                 value INTEGER NOT NULL, PRIMARY KEY (hi, lo)) WITHOUT ROWID;"
+            ))
+            .context("cannot set up a temporary file")?;
+            self.disk = Some(disk);
+        }
+        let Some(disk) = &mut self.disk else {
+            return Ok(());
+        };
+        let tx = disk.transaction().context("writing the run's spill file")?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR REPLACE INTO spill (hi, lo, value) VALUES (?1, ?2, ?3)")
+                .context("writing the run's spill file")?;
+            // In key order: appending to the B-tree instead of splitting pages at random.
+            let mut entries: Vec<(u128, u64)> = self.memory.drain().collect();
+            entries.sort_unstable_by_key(|(k, _)| *k);
+            for (key, value) in entries {
+                let (hi, lo) = halves(key);
+                st.execute((hi, lo, value as i64))
+                    .context("writing the run's spill file")?;
+            }
+        }
+        tx.commit().context("writing the run's spill file")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_past_the_cap_move_to_disk_and_stay_readable() {
+        let mut map = SpillMap::with_cap(4);
+        for k in 0..10u128 {
+            map.insert(k << 70 | k, k as u64 * 10).unwrap();
+        }
+        assert!(map.spilled());
+        for k in 0..10u128 {
+            assert_eq!(map.get(k << 70 | k).unwrap(), Some(k as u64 * 10), "{k}");
+        }
+        assert_eq!(map.get(99).unwrap(), None);
+        // A spilled key updated later: the newer value wins, also after the next spill.
+        map.insert(1 << 70 | 1, 7).unwrap();
+        assert_eq!(map.get(1 << 70 | 1).unwrap(), Some(7));
+        for k in 20..30u128 {
+            map.insert(k, 0).unwrap();
+        }
+        assert_eq!(map.get(1 << 70 | 1).unwrap(), Some(7));
+        // Keys that share their low or high half are different keys.
+        map.insert(u128::MAX, 1).unwrap();
+        assert_eq!(map.get(u128::MAX >> 64).unwrap(), None);
+        assert_eq!(map.get(u128::MAX << 64).unwrap(), None);
+    }
+
+    #[test]
+    fn a_map_under_its_cap_never_touches_disk() {
+        let mut map = SpillMap::with_cap(100);
+        for k in 0..100u128 {
+            map.insert(k, 1).unwrap();
+        }
+        map.insert(5, 2).unwrap();
+        assert!(!map.spilled());
+        assert_eq!(map.cap(), 100);
+    }
+}
