@@ -31,7 +31,7 @@ use crate::record::transform;
 use crate::record::{Slot, Value};
 use encoding_rs::Encoding;
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock};
@@ -186,9 +186,20 @@ fn last_possible_line(data: &[u8]) -> Option<u64> {
 }
 
 /// The delimiter of a CSV input as a person would guess it: the first of `,`, `;`, tab or `|`
-/// in the first line, else `,`.
+/// in the first line (of the decompressed text, for gzip), else `,`.
 fn sniff_delimiter(data: &[u8]) -> u8 {
-    let first_line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut unzipped = Vec::new();
+    let text = if data.starts_with(&[0x1f, 0x8b]) {
+        let mut head = flate2::read::MultiGzDecoder::new(data).take(4096);
+        // A broken stream is sniffed as far as it goes; the reader reports the error.
+        if head.read_to_end(&mut unzipped).is_err() {
+            unzipped.truncate(4096);
+        }
+        &unzipped[..]
+    } else {
+        data
+    };
+    let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     first_line
         .iter()
         .copied()

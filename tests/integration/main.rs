@@ -8,6 +8,7 @@
 //! - `import`: first load, re-run, changed file, verify-only, all-or-nothing, duplicates.
 //! - `checks`: each error code and warning with its field and line.
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
+//! - `hostile`: the fuzz corpora (`fuzz/corpus/`) replayed through `custload::fuzzing`.
 //! - `json`: save-customers bodies with relations, bare arrays, NDJSON, the JSON samples.
 //! - `rejects`: `--rejects` files, fixed and fed back.
 //! - `safety`: no plaintext secret anywhere; SQL, formula and control-character payloads.
@@ -16,6 +17,7 @@ mod backends;
 mod checks;
 mod cli;
 mod concurrency;
+mod hostile;
 mod import;
 mod inputs;
 mod json;
