@@ -76,10 +76,17 @@ impl CsvSource {
                 Ok(true) => {
                     let earliest = fields.position().map_or(1, csv::Position::line);
                     let line = start_line(self.reader.position().line(), &fields).max(earliest);
-                    strip_cr(&mut fields);
-                    if fields.len() == 1 && fields[0].is_empty() {
-                        continue; // a blank CRLF line, skipped like a blank LF line
+                    // A blank CRLF line is one field `\r` of two bytes; a line `""` (one empty
+                    // field, quoted as the csv crate writes it) is a record. The blank LF lines
+                    // the csv crate skipped before the record are one byte each.
+                    let start = fields.position().map_or(0, csv::Position::byte);
+                    let raw = (self.reader.position().byte())
+                        .saturating_sub(start)
+                        .saturating_sub(line - earliest);
+                    if fields.len() == 1 && &fields[0] == b"\r" && raw == 2 {
+                        continue; // skipped like a blank LF line
                     }
+                    strip_cr(&mut fields);
                     batch.push(RawRecord {
                         line,
                         body: RawBody::Fields(fields),
