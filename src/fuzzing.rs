@@ -107,7 +107,12 @@ on_duplicate = "last_wins"
 "Subscription Date" = { field = "conversion_time", date_format = "auto" }
 "dob" = { field = "birth_date", date_format = "auto" }
 "lead_id" = "external_id"
+"name" = "full_name"
+"whatsapp_number" = "phone"
+"country" = "country_of_residence"
 "submissionId" = "external_id"
+"customerEmail" = "email"
+"customerMobileNumber" = "phone"
 "userType" = { field = "type", map = { "IndividualCustomer" = 0, "LegalCustomer" = 1 } }
 "individualCustomer.firstName" = "first_name"
 "individualCustomer.lastName" = "last_name"
