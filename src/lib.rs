@@ -16,12 +16,14 @@
 //!   [`rejects`]: the rejected input rows, ready to fix and feed back.
 //! - [`reference`]: desks and status dictionary files for `custload reference load`.
 //! - [`commands`]: one function per subcommand; [`outcome`]: exit codes; [`secret`]: Argon2id.
+//! - [`fuzzing`]: entry points for the fuzz targets (`fuzz/`) and the corpus replay tests.
 
 pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod input;
 pub mod interrupt;
 pub mod outcome;

@@ -15,8 +15,51 @@ pub struct CsvSource {
     pub name: String,
     /// The header row, BOM and surrounding spaces removed.
     pub header: Vec<String>,
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: csv::Reader<Tail<Box<dyn Read + Send>>>,
     done: bool,
+}
+
+/// Bytes of the input kept behind the parser: more than the csv reader reads ahead (8 KiB).
+const TAIL: usize = 1 << 16;
+
+/// Passes the input through and keeps its last [`TAIL`] bytes, so that the byte before a
+/// record's line end can be looked up: the parsed record cannot tell `x,y\r` + LF (a CRLF line
+/// end) from `x,"y\r"` + LF (a quoted value that ends in CR).
+struct Tail<R> {
+    inner: R,
+    /// Bytes read so far.
+    read: u64,
+    /// The last bytes read; the byte at stream offset `o` sits at `o % TAIL`.
+    ring: Box<[u8]>,
+}
+
+impl<R> Tail<R> {
+    fn new(inner: R) -> Self {
+        Tail {
+            inner,
+            read: 0,
+            ring: vec![0; TAIL].into_boxed_slice(),
+        }
+    }
+
+    /// The byte at stream offset `offset`, if it is still kept.
+    fn byte_at(&self, offset: u64) -> Option<u8> {
+        (offset < self.read && self.read - offset <= TAIL as u64)
+            .then(|| self.ring[(offset % TAIL as u64) as usize])
+    }
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let kept = &buf[n.saturating_sub(TAIL)..n];
+        let at = ((self.read + (n - kept.len()) as u64) % TAIL as u64) as usize;
+        let first = kept.len().min(TAIL - at);
+        self.ring[at..at + first].copy_from_slice(&kept[..first]);
+        self.ring[..kept.len() - first].copy_from_slice(&kept[first..]);
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Dialect of a CSV input.
@@ -42,7 +85,9 @@ impl CsvSource {
             .has_headers(true)
             // A final `\n` makes every record end with a terminator, which `start_line` relies on;
             // an extra blank line at the end is skipped like any blank line.
-            .from_reader(Box::new(input.reader.chain(&b"\n"[..])) as Box<dyn Read + Send>);
+            .from_reader(Tail::new(
+                Box::new(input.reader.chain(&b"\n"[..])) as Box<dyn Read + Send>
+            ));
         let header = reader
             .byte_headers()
             .with_context(|| format!("cannot read the header of {}", input.name))?;
@@ -76,9 +121,23 @@ impl CsvSource {
                 Ok(true) => {
                     let earliest = fields.position().map_or(1, csv::Position::line);
                     let line = start_line(self.reader.position().line(), &fields).max(earliest);
-                    strip_cr(&mut fields);
-                    if fields.len() == 1 && fields[0].is_empty() {
-                        continue; // a blank CRLF line, skipped like a blank LF line
+                    // A blank CRLF line is one field `\r` of two bytes; a line `""` (one empty
+                    // field, quoted as the csv crate writes it) is a record. The blank LF lines
+                    // the csv crate skipped before the record are one byte each.
+                    let start = fields.position().map_or(0, csv::Position::byte);
+                    let end = self.reader.position().byte();
+                    let raw = end.saturating_sub(start).saturating_sub(line - earliest);
+                    if fields.len() == 1 && &fields[0] == b"\r" && raw == 2 {
+                        continue; // skipped like a blank LF line
+                    }
+                    // The line ends with CRLF when the byte before its LF is a CR outside quotes
+                    // (a CR inside quotes is followed by the closing quote, not by the LF).
+                    // (Every record ends with an LF: a final one is appended to the input.)
+                    let before_lf = end
+                        .checked_sub(2)
+                        .and_then(|o| self.reader.get_ref().byte_at(o));
+                    if before_lf.is_none_or(|b| b == b'\r') {
+                        strip_cr(&mut fields);
                     }
                     batch.push(RawRecord {
                         line,

@@ -9,7 +9,9 @@
 //! - `import`: first load, re-run, changed file, verify-only, all-or-nothing, duplicates.
 //! - `checks`: each error code and warning with its field and line.
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
+//! - `hostile`: the fuzz corpora (`fuzz/corpus/`) replayed through `custload::fuzzing`.
 //! - `json`: save-customers bodies with relations, bare arrays, NDJSON, the JSON samples.
+//! - `properties`: proptest: CSV round trip, verify-only predicts the real run, re-runs change nothing.
 //! - `rejects`: `--rejects` files, fixed and fed back.
 //! - `safety`: no plaintext secret anywhere; SQL, formula and control-character payloads.
 
@@ -19,9 +21,11 @@ mod cli;
 mod concurrency;
 #[cfg(unix)]
 mod crash;
+mod hostile;
 mod import;
 mod inputs;
 mod json;
+mod properties;
 mod rejects;
 mod safety;
 mod util;
