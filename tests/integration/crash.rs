@@ -660,7 +660,7 @@ fn full_disk_mid_run_fails_cleanly_and_keeps_whole_batches() {
     std::fs::create_dir(env.path("disk")).unwrap();
     std::fs::create_dir(env.path("copy")).unwrap();
     let script = format!(
-        r#"mount -t tmpfs -o size=320k tmpfs disk || exit 97
+        r#"mount -t tmpfs -o size=1m tmpfs disk || exit 97
 "$1" run customers {file} --database sqlite://disk/custload.db --batch-size {BATCH} --report r.json
 code=$?
 cp disk/custload.db* copy/
