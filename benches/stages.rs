@@ -127,6 +127,7 @@ fn stages(c: &mut Criterion) {
         inputs: &names,
         refdata: &refdata,
         dry_run: false,
+        recheck: None,
     };
     for batch in [500, 5000] {
         group.bench_function(format!("write_new/batch_{batch}"), |b| {

@@ -8,7 +8,7 @@
 //! second one exits at once (the database's journal keeps it consistent).
 
 use crate::check::relation::{check_relation, CheckedRelation};
-use crate::check::{check_batch, Checked};
+use crate::check::{check_batch, memo, Checked};
 use crate::input::sources::{Layout, Source, Sources};
 use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
@@ -127,7 +127,22 @@ pub async fn execute(
         by_record: sources.layouts.iter().map(Layout::counts_records).collect(),
     };
     let raw_rx = spawn_reader(sources.readers, plan.batch_size, Arc::clone(&stop));
-    let mut checked_rx = spawn_checker(raw_rx, Arc::new(sources.layouts), plan, Arc::clone(&pool));
+    // Best effort: without it, every record is checked in full.
+    let lookup = store
+        .file()
+        .and_then(|f| memo::Lookup::open(f).ok().flatten());
+    let layouts = Arc::new(sources.layouts);
+    let mut checked_rx = spawn_checker(
+        raw_rx,
+        Arc::clone(&layouts),
+        plan,
+        Arc::clone(&pool),
+        lookup,
+    );
+    let recheck = crate::check::Rechecker {
+        layouts: &layouts,
+        plan: &plan.check,
+    };
     let opts = WriteOptions {
         empty: plan.settings.empty,
         on_duplicate: plan.settings.on_duplicate,
@@ -138,6 +153,7 @@ pub async fn execute(
         inputs: &input_names,
         refdata: &refdata,
         dry_run: plan.verify_only,
+        recheck: Some(&recheck),
     };
     let mut state = RunState::default();
     let ending = write_all(
@@ -446,9 +462,17 @@ fn spawn_checker(
     layouts: Arc<Vec<Layout>>,
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
+    lookup: Option<memo::Lookup>,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
+    let fingerprints = layouts
+        .iter()
+        .map(|l| match l {
+            Layout::Columns(header) => memo::fingerprint(&check, header),
+            Layout::Keys(_) => None,
+        })
+        .collect();
     std::thread::spawn(move || {
         let mut checker = Checker {
             layouts,
@@ -458,6 +482,8 @@ fn spawn_checker(
             decisions: Vec::new(),
             held: Vec::new(),
             held_rows: 0,
+            fingerprints,
+            lookup,
         };
         for message in raw {
             let delivered = match message {
@@ -483,6 +509,10 @@ struct Checker {
     decisions: Vec<Decisions>,
     held: Vec<RawBatch>,
     held_rows: usize,
+    /// Per input: the fingerprint of its checks, when its records can be memoized.
+    fingerprints: Vec<Option<u128>>,
+    /// Reads the stored memo hashes (SQLite, when any customer has one).
+    lookup: Option<memo::Lookup>,
 }
 
 impl Checker {
@@ -515,7 +545,26 @@ impl Checker {
     /// Checks and sends every held batch, in order.
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
-        for batch in std::mem::take(&mut self.held) {
+        for mut batch in std::mem::take(&mut self.held) {
+            if let (Some(fingerprint), Layout::Columns(header), BatchKind::Customers) = (
+                self.fingerprints[batch.input],
+                &self.layouts[batch.input],
+                batch.kind,
+            ) {
+                let marked = memo::mark(
+                    &mut batch.records,
+                    fingerprint,
+                    header,
+                    self.lookup.as_mut(),
+                );
+                if marked.is_err() {
+                    // The hint is gone; the records are checked in full.
+                    self.lookup = None;
+                    for rec in &mut batch.records {
+                        rec.memo = crate::input::Memo::None;
+                    }
+                }
+            }
             let layout = &self.layouts[batch.input];
             let decisions = &self.decisions[batch.input];
             let check = &self.check;

@@ -621,6 +621,8 @@ mod tests {
             issues,
             raw: None,
             row_hash: None,
+            raw_hash: None,
+            memo_hit: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! and id uniqueness, the name rule on the merged record) run in `store::resolve`.
 
 pub mod issue;
+pub mod memo;
 pub mod refdata;
 pub mod relation;
 pub mod rules;
@@ -13,7 +14,7 @@ use crate::config::validate::ColumnRule;
 use crate::config::{EmptyPolicy, UnknownColumns};
 use crate::input::header::{ColumnUse, HeaderMap, KeyMap, ERRORS_COLUMN};
 use crate::input::sources::Layout;
-use crate::input::{RawBody, RawRecord};
+use crate::input::{Memo, RawBody, RawRecord};
 use crate::record::dates::{self, Decisions, Reading};
 use crate::record::fields::{ids::IDS, FieldId, FIELDS};
 use crate::record::fields::{FieldDef, Kind};
@@ -59,12 +60,46 @@ pub struct Checked {
     /// The content hash of what the row writes, for rows the check stage accepted: computed here,
     /// in parallel, to keep it off the writer.
     pub row_hash: Option<RowHash>,
+    /// The record's memo hash (see [`memo`]), when it has one.
+    pub raw_hash: Option<RowHash>,
+    /// Only the [`memo::memo_field`] checks ran, because a stored customer has the same record
+    /// hash; the writer confirms that (or checks the record in full: [`Checked::raw`] holds it).
+    pub memo_hit: bool,
 }
 
 impl Checked {
     /// Whether any issue rejects the row.
     pub fn is_rejected(&self) -> bool {
         self.issues.iter().any(Issue::is_error)
+    }
+}
+
+/// Checks the records of memo hits in full, for the writer, when the stored customer no longer
+/// has their hash (another row of the run changed it).
+pub struct Rechecker<'a> {
+    /// The layout of each input.
+    pub layouts: &'a [Layout],
+    /// The run's check plan.
+    pub plan: &'a CheckPlan,
+}
+
+impl Rechecker<'_> {
+    /// The row checked in full from the record it kept; `None` when it kept none.
+    pub fn recheck(&self, row: &Checked) -> Option<Checked> {
+        let rec = RawRecord {
+            line: row.line,
+            body: row.raw.clone()?,
+            memo: row.raw_hash.map_or(Memo::None, Memo::Hash),
+        };
+        let layout = self.layouts.get(row.input)?;
+        // Memoized inputs have no "auto" date columns: no decisions are needed.
+        Some(check_record(
+            row.input,
+            &rec,
+            layout,
+            self.plan,
+            &Decisions::new(),
+        ))
     }
 }
 
@@ -92,20 +127,30 @@ pub fn check_record(
     plan: &CheckPlan,
     dates: &Decisions,
 ) -> Checked {
+    let memo_hit = matches!(rec.memo, Memo::Hit(_));
     let mut row = Checked {
         input,
         line: rec.line,
         external_id: String::new(),
         customer: Customer::default(),
         issues: Vec::new(),
-        raw: plan.keep_raw.then(|| rec.body.clone()),
+        raw: (plan.keep_raw || memo_hit).then(|| rec.body.clone()),
         row_hash: None,
+        raw_hash: match rec.memo {
+            Memo::Hash(h) | Memo::Hit(h) => Some(h),
+            Memo::None => None,
+        },
+        memo_hit,
     };
     let mut meta = serde_json::Map::new();
     match (&rec.body, layout) {
         (RawBody::Fields(fields), Layout::Columns(header)) => {
-            if !check_fields(&mut row, fields, header, plan, dates, &mut meta) {
+            let only = memo_hit.then_some(memo::memo_field as fn(FieldId) -> bool);
+            if !check_fields(&mut row, fields, header, plan, dates, &mut meta, only) {
                 return row;
+            }
+            if memo_hit {
+                return finish_memo_hit(row, plan);
             }
         }
         (RawBody::Json(text), Layout::Keys(keys)) => {
@@ -136,7 +181,24 @@ pub fn check_record(
     row
 }
 
-/// Maps and checks the cells of a CSV record; false if the record as a whole is unusable.
+/// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, and
+/// its external_id.
+fn finish_memo_hit(mut row: Checked, plan: &CheckPlan) -> Checked {
+    for (field, constant) in plan.set.iter().filter(|(f, _)| memo::memo_field(*f)) {
+        if matches!(row.customer.slot(*field), Slot::Absent | Slot::Empty) {
+            row.customer.set(*field, constant.clone());
+        }
+    }
+    match row.customer.text(IDS.external_id) {
+        Some(id) => row.external_id = id.to_owned(),
+        // Cannot happen for a record stored before; checked in full, it says why.
+        None => row.memo_hit = false,
+    }
+    row
+}
+
+/// Maps and checks the cells of a CSV record (`only` the fields it accepts, when given); false if
+/// the record as a whole is unusable.
 fn check_fields(
     row: &mut Checked,
     fields: &csv::ByteRecord,
@@ -144,6 +206,7 @@ fn check_fields(
     plan: &CheckPlan,
     dates: &Decisions,
     meta: &mut serde_json::Map<String, serde_json::Value>,
+    only: Option<fn(FieldId) -> bool>,
 ) -> bool {
     if fields.len() != header.columns.len() {
         row.external_id = best_effort_external_id(fields, header);
@@ -158,6 +221,11 @@ fn check_fields(
         return false;
     }
     for (i, (col, bytes)) in header.columns.iter().zip(fields.iter()).enumerate() {
+        if let Some(only) = only {
+            if !matches!(col, ColumnUse::Field(rule) if only(rule.field)) {
+                continue;
+            }
+        }
         let Ok(text) = std::str::from_utf8(bytes) else {
             row.issues.push(Issue::invalid(
                 "record",
@@ -526,6 +594,7 @@ mod tests {
         RawRecord {
             line,
             body: RawBody::Fields(csv::ByteRecord::from(fields.to_vec())),
+            memo: Default::default(),
         }
     }
 
@@ -587,6 +656,7 @@ mod tests {
         let bad_utf8 = RawRecord {
             line: 7,
             body: RawBody::Fields(csv::ByteRecord::from(vec![&b"C-1"[..], &b"\xff@b.com"[..]])),
+            memo: Default::default(),
         };
         let row = check_record(0, &bad_utf8, &header, &plan, &Decisions::new());
         assert_eq!(row.issues[0].field, "record");

@@ -193,6 +193,7 @@ mod tests {
         let rec = RawRecord {
             line: 3,
             body: RawBody::Json(text.as_bytes().to_vec()),
+            memo: Default::default(),
         };
         check_relation(0, &rec, &plan)
     }

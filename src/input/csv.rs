@@ -142,6 +142,7 @@ impl CsvSource {
                     batch.push(RawRecord {
                         line,
                         body: RawBody::Fields(fields),
+                        memo: Default::default(),
                     });
                 }
                 Ok(false) => self.done = true,

@@ -188,6 +188,7 @@ impl<'e, 'a> Walker<'e, 'a> {
             self.batch.push(RawRecord {
                 line: index,
                 body: RawBody::Json(text.into_boxed_bytes().into_vec()),
+                memo: Default::default(),
             });
             if self.batch.len() >= self.batch_size && !self.flush() {
                 return Err(de::Error::custom("stopped"));

@@ -16,6 +16,22 @@ pub struct RawRecord {
     pub line: u64,
     /// The record itself.
     pub body: RawBody,
+    /// Whether its checks can be skipped (set by the check stage before checking).
+    pub memo: Memo,
+}
+
+/// What is known of a record from earlier runs (see [`crate::check::memo`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Memo {
+    /// Nothing: the record's input has no memo (JSON, a date column read as "auto", a
+    /// password), so its checks always run.
+    #[default]
+    None,
+    /// The record's hash; no stored customer has it, so its checks run.
+    Hash(crate::record::hash::RowHash),
+    /// The record's hash, which the stored customer of its external_id has too: only the
+    /// checks that can change since then run, and the writer confirms the match.
+    Hit(crate::record::hash::RowHash),
 }
 
 /// The undecoded content of a record.

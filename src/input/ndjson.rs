@@ -52,6 +52,7 @@ impl NdjsonSource {
             records.push(RawRecord {
                 line: self.line,
                 body: RawBody::Json(buf),
+                memo: Default::default(),
             });
             if records.len() >= batch_size {
                 let full = std::mem::replace(&mut records, Vec::with_capacity(batch_size));

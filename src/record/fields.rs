@@ -193,6 +193,7 @@ pub const WRITER_COLUMNS: &[&str] = &[
     "updated_by",
     "email_key",
     "row_hash",
+    "raw_hash",
 ];
 
 /// The database column holding a field (only `password` differs: it is stored as a hash).

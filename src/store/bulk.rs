@@ -35,6 +35,8 @@ pub struct FullRow {
     pub email_key: Option<String>,
     /// Content hash of the row's provided values.
     pub row_hash: RowHash,
+    /// Memo hash of its record, for a record without error or warning.
+    pub raw_hash: Option<RowHash>,
 }
 
 impl FullRow {
@@ -59,6 +61,7 @@ impl FullRow {
             values: full,
             email_key: key,
             row_hash,
+            raw_hash: None,
         }
     }
 
@@ -88,6 +91,7 @@ impl FullRow {
             values: full,
             email_key: key,
             row_hash,
+            raw_hash: None,
         }
     }
 }
@@ -112,6 +116,7 @@ fn columns(with_id: bool) -> (String, usize) {
             "updated_by",
             "email_key",
             "row_hash",
+            "raw_hash",
         ]
         .map(String::from),
     );
@@ -143,7 +148,16 @@ impl Store {
         }
         let sets: Vec<String> = value_fields()
             .map(|f| quoted_column(&FIELDS[f]))
-            .chain(["updated_time", "updated_by", "email_key", "row_hash"].map(String::from))
+            .chain(
+                [
+                    "updated_time",
+                    "updated_by",
+                    "email_key",
+                    "row_hash",
+                    "raw_hash",
+                ]
+                .map(String::from),
+            )
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
         let conflict = format!(
@@ -254,6 +268,16 @@ fn copy_row(out: &mut String, r: &FullRow, with_id: bool, now: i64, manager_id: 
     for b in r.row_hash {
         out.push_str(&format!("{b:02x}"));
     }
+    out.push('\t');
+    match r.raw_hash {
+        Some(raw) => {
+            out.push_str("\\\\x");
+            for b in raw {
+                out.push_str(&format!("{b:02x}"));
+            }
+        }
+        None => out.push_str("\\N"),
+    }
     out.push('\n');
 }
 
@@ -292,8 +316,9 @@ pub fn plan(
                 email_key,
             } => {
                 let values = resolver.assignments(row);
-                let full =
+                let mut full =
                     FullRow::for_insert(i, &row.external_id, customer_id, values, email_key, *hash);
+                full.raw_hash = row.raw_hash.filter(|_| row.issues.is_empty());
                 if customer_id.is_some() {
                     planned.inserts_with_id.push(full);
                 } else {
@@ -303,9 +328,9 @@ pub fn plan(
             Action::Update { customer_id, .. } => {
                 if let Some(s) = stored.get(&row.external_id) {
                     let values = resolver.assignments(row);
-                    planned
-                        .updates
-                        .push(FullRow::for_update(i, s, values, *hash));
+                    let mut full = FullRow::for_update(i, s, values, *hash);
+                    full.raw_hash = row.raw_hash.filter(|_| row.issues.is_empty());
+                    planned.updates.push(full);
                     outcomes[i] = RowOutcome::Updated(customer_id);
                 }
             }
@@ -340,7 +365,7 @@ mod tests {
         assert!(out.contains("\ta\\\\b\\nc\\rd\t"), "{out}");
         assert!(
             out.ends_with(&format!(
-                "\t5\t5\t\\N\t\\N\tx@y\t\\\\x{}\n",
+                "\t5\t5\t\\N\t\\N\tx@y\t\\\\x{}\t\\N\n",
                 "ab".repeat(16)
             )),
             "{out}"

@@ -74,6 +74,7 @@ impl Store {
 struct Probe {
     customer_id: i64,
     row_hash: Option<RowHash>,
+    raw_hash: Option<RowHash>,
     has_brand: bool,
 }
 
@@ -92,7 +93,8 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
         "external_id".to_owned(),
         "customer_id".to_owned(),
         values.join(", "),
-        "created_time, updated_time, created_by, updated_by, email_key, row_hash".to_owned(),
+        "created_time, updated_time, created_by, updated_by, email_key, row_hash, raw_hash"
+            .to_owned(),
     ]
     .join(", ");
     // Updates write the whole row (two shapes instead of one per set of changed columns); the
@@ -102,7 +104,7 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
         let mut sets: Vec<String> = value_fields()
             .filter(|&f| with_email || f != IDS.email)
             .map(|f| quoted_column(&FIELDS[f]))
-            .chain(["updated_time", "updated_by", "row_hash"].map(String::from))
+            .chain(["updated_time", "updated_by", "row_hash", "raw_hash"].map(String::from))
             .collect();
         if with_email {
             sets.push("email_key".into());
@@ -126,7 +128,7 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
         insert: format!(
             "INSERT INTO customers ({insert_columns}) VALUES ({}) \
              ON CONFLICT (external_id) DO NOTHING",
-            params(1, 2 + values.len() + 6)
+            params(1, 2 + values.len() + 7)
         ),
         update: update(false),
         update_email: update(true),
@@ -168,6 +170,7 @@ struct RowWriter<'c, 'o> {
     insert: Lazy<'c>,
     update: Lazy<'c>,
     update_email: Lazy<'c>,
+    refresh: Lazy<'c>,
     /// The brand of the last probe (a buffer kept across rows).
     probed_brand: String,
     /// Try rows as new before probing for them: right for a first load, where most rows are
@@ -204,7 +207,11 @@ impl<'c, 'o> RowWriter<'c, 'o> {
                 refdata: opts.refdata,
             },
             probe: Lazy::new(
-                "SELECT customer_id, row_hash, brand FROM customers WHERE external_id = ?1",
+                "SELECT customer_id, row_hash, brand, raw_hash FROM customers \
+                 WHERE external_id = ?1",
+            ),
+            refresh: Lazy::new(
+                "UPDATE customers SET raw_hash = ?1, row_hash = ?2 WHERE customer_id = ?3",
             ),
             full: Lazy::new(&sql.full),
             password: Lazy::new("SELECT password_hash FROM customers WHERE external_id = ?1"),
@@ -253,6 +260,11 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         if row.is_rejected() {
             return Ok(RowOutcome::Rejected);
         }
+        if row.memo_hit {
+            if let Some(outcome) = self.confirm_memo(row)? {
+                return Ok(outcome);
+            }
+        }
         let hash = self.resolver.row_hash(row);
         if self.insert_first && row.customer.int(IDS.customer_id).is_none() {
             let mark = row.issues.len();
@@ -267,25 +279,68 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             return self.write_new(row, &hash);
         };
         self.stored_rows += 1;
-        if self.resolver.hash_decides(row) && probe.row_hash == Some(hash) {
-            let id_holder = self.id_holder_of(row, Some(probe.customer_id))?;
-            let brand = probe.has_brand.then_some(self.probed_brand.as_str());
-            let action = self.resolver.resolve_same_hash(
-                row,
-                probe.customer_id,
-                brand,
-                id_holder.as_deref(),
-            );
-            return Ok(match action {
-                Action::Unchanged { customer_id } => RowOutcome::Unchanged(customer_id),
-                _ => RowOutcome::Rejected,
-            });
+        let outcome = if self.resolver.hash_decides(row) && probe.row_hash == Some(hash) {
+            self.decide_same_hash(row, &probe)?
+        } else {
+            self.write_stored(row, &hash, probe.customer_id)?
+        };
+        if let RowOutcome::Unchanged(customer_id) = outcome {
+            self.refresh_memo(row, &probe, customer_id, &hash)?;
         }
-        let stored = self.fetch_full(&row.external_id)?.with_context(|| {
+        Ok(outcome)
+    }
+
+    /// A memo hit: when the stored customer still has the record's hash, the row is unchanged
+    /// (after the checks that can change since); `None` when it does not, and the row has been
+    /// checked in full for the usual path (`row` replaced).
+    fn confirm_memo(&mut self, row: &mut Checked) -> anyhow::Result<Option<RowOutcome>> {
+        if let Some(probe) = self.probe(&row.external_id)? {
+            if probe.raw_hash.is_some() && probe.raw_hash == row.raw_hash {
+                self.stored_rows += 1;
+                return self.decide_same_hash(row, &probe).map(Some);
+            }
+        }
+        let recheck = self.opts.recheck.with_context(|| {
             format!(
-                "internal error: customer {} vanished within the transaction",
-                probe.customer_id
+                "internal error: no full check for the record of {}",
+                row.external_id
             )
+        })?;
+        *row = recheck.recheck(row).with_context(|| {
+            format!(
+                "internal error: the record of {} was not kept",
+                row.external_id
+            )
+        })?;
+        if row.is_rejected() {
+            return Ok(Some(RowOutcome::Rejected));
+        }
+        Ok(None)
+    }
+
+    /// A row that writes what the customer holds (same content or record hash): only the
+    /// checks that can change since the customer was written.
+    fn decide_same_hash(&mut self, row: &mut Checked, probe: &Probe) -> anyhow::Result<RowOutcome> {
+        let id_holder = self.id_holder_of(row, Some(probe.customer_id))?;
+        let brand = probe.has_brand.then_some(self.probed_brand.as_str());
+        let action =
+            self.resolver
+                .resolve_same_hash(row, probe.customer_id, brand, id_holder.as_deref());
+        Ok(match action {
+            Action::Unchanged { customer_id } => RowOutcome::Unchanged(customer_id),
+            _ => RowOutcome::Rejected,
+        })
+    }
+
+    /// A stored customer, decided value by value.
+    fn write_stored(
+        &mut self,
+        row: &mut Checked,
+        hash: &RowHash,
+        customer_id: i64,
+    ) -> anyhow::Result<RowOutcome> {
+        let stored = self.fetch_full(&row.external_id)?.with_context(|| {
+            format!("internal error: customer {customer_id} vanished within the transaction")
         })?;
         let new_key = self.resolver.new_email_key(row);
         let stored_key = match &stored.values[IDS.email] {
@@ -307,10 +362,35 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             Action::Update {
                 customer_id,
                 email_key,
-            } => self.update(row, &stored, customer_id, email_key, &hash),
+            } => self.update(row, &stored, customer_id, email_key, hash),
             Action::Unchanged { customer_id } => Ok(RowOutcome::Unchanged(customer_id)),
             Action::Insert { .. } | Action::Reject => Ok(RowOutcome::Rejected),
         }
+    }
+
+    /// Stores the hashes of an unchanged row whose record the customer does not have yet (a
+    /// first run under this custload version or pipeline, or a record formatted differently),
+    /// so that the next run of the same record skips its checks. Only the two hash columns
+    /// change: the customer's data and `updated_time` stay as they are. Nothing in a dry run.
+    fn refresh_memo(
+        &mut self,
+        row: &Checked,
+        probe: &Probe,
+        customer_id: i64,
+        hash: &RowHash,
+    ) -> anyhow::Result<()> {
+        let Some(raw_hash) = memo_hash(row) else {
+            return Ok(());
+        };
+        if self.opts.dry_run || probe.raw_hash == Some(raw_hash) {
+            return Ok(());
+        }
+        let st = self.refresh.get(self.db)?;
+        st.raw_bind_parameter(1, &raw_hash[..])?;
+        st.raw_bind_parameter(2, &hash[..])?;
+        st.raw_bind_parameter(3, customer_id)?;
+        st.raw_execute()?;
+        Ok(())
     }
 
     /// Decides and inserts a row as new without probing for it first; `None` when that does not
@@ -419,6 +499,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         Ok(Some(Probe {
             customer_id: r.get(0)?,
             row_hash: row_hash_at(r, 1)?,
+            raw_hash: row_hash_at(r, 3)?,
             has_brand,
         }))
     }
@@ -497,6 +578,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         st.raw_bind_parameter(n + 3, opts.manager_id)?;
         st.raw_bind_parameter(n + 4, email_key)?;
         st.raw_bind_parameter(n + 5, &hash[..])?;
+        st.raw_bind_parameter(n + 6, memo_hash(row).as_ref().map(|h| &h[..]))?;
         if st.raw_execute()? == 0 {
             // ON CONFLICT (external_id) DO NOTHING: the customer is stored already.
             return Ok(None);
@@ -536,7 +618,8 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             st.raw_bind_parameter(n, opts.now)?;
             st.raw_bind_parameter(n + 1, opts.manager_id)?;
             st.raw_bind_parameter(n + 2, &hash[..])?;
-            n += 3;
+            st.raw_bind_parameter(n + 3, memo_hash(row).as_ref().map(|h| &h[..]))?;
+            n += 4;
             if let Some(key) = &email_key {
                 st.raw_bind_parameter(n, key.as_deref())?;
                 n += 1;
@@ -606,6 +689,12 @@ fn query_text(st: &mut Statement<'_>, key: &str) -> rusqlite::Result<Option<Stri
         Some(r) => r.get(0),
         None => Ok(None),
     }
+}
+
+/// The record hash to store with a row: only for a record without any error or warning, whose
+/// checks a later run may skip (see [`crate::check::memo`]).
+fn memo_hash(row: &Checked) -> Option<RowHash> {
+    row.raw_hash.filter(|_| row.issues.is_empty())
 }
 
 /// A stored content hash, `None` when absent or not 16 bytes.

@@ -101,6 +101,8 @@ pub struct Store {
     conn: Conn,
     backend: Backend,
     url: String,
+    /// The SQLite database file (none for PostgreSQL and in-memory databases).
+    file: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -118,10 +120,18 @@ impl Store {
             Conn::Postgres(c) => sqlx::migrate!("migrations/postgres").run(c).await,
         };
         migrated.with_context(|| format!("cannot migrate database {shown}"))?;
+        let file = match backend {
+            Backend::Sqlite => SqliteConnectOptions::from_str(url)
+                .ok()
+                .map(|o| o.get_filename().to_path_buf())
+                .filter(|f| !f.as_os_str().is_empty() && f.as_os_str() != ":memory:"),
+            Backend::Postgres => None,
+        };
         Ok(Store {
             conn,
             backend,
             url: shown,
+            file,
         })
     }
 
@@ -135,6 +145,11 @@ impl Store {
             Conn::Postgres(c) => c.close().await?,
         }
         Ok(())
+    }
+
+    /// The SQLite database file, when there is one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     /// The URL with credentials masked.
@@ -335,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let mut store = Store::open(&url).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), 4);
         let sql = "SELECT name FROM pragma_table_info('customers') ORDER BY cid";
         let columns: Vec<String> =
             with_conn!(store, c => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap());
@@ -349,7 +364,7 @@ mod tests {
         };
         let mut store = Store::open(&url).await.unwrap();
         assert_eq!(store.backend(), Backend::Postgres);
-        assert_eq!(store.schema_version().await.unwrap(), 3);
+        assert_eq!(store.schema_version().await.unwrap(), 4);
         let sql = "SELECT column_name::text FROM information_schema.columns \
                    WHERE table_name = 'customers' AND table_schema = current_schema() \
                    ORDER BY ordinal_position";
@@ -358,7 +373,7 @@ mod tests {
         assert_eq!(columns, expected_columns());
         // Opening again finds the schema up to date.
         let mut again = Store::open(&url).await.unwrap();
-        assert_eq!(again.schema_version().await.unwrap(), 3);
+        assert_eq!(again.schema_version().await.unwrap(), 4);
         drop((store, again));
         testdb::drop_schema(&url).await;
     }

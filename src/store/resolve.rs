@@ -455,6 +455,8 @@ mod tests {
             issues: vec![],
             raw: None,
             row_hash: None,
+            raw_hash: None,
+            memo_hit: false,
         }
     }
 

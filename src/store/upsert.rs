@@ -142,6 +142,8 @@ pub struct WriteOptions<'a> {
     pub refdata: &'a crate::check::refdata::RefData,
     /// A verify-only run: everything is rolled back at the end.
     pub dry_run: bool,
+    /// Checks memo hits in full when the writer cannot confirm them.
+    pub recheck: Option<&'a crate::check::Rechecker<'a>>,
 }
 
 /// What the writer remembers across batches of one run.
@@ -629,6 +631,8 @@ mod tests {
             issues: vec![],
             raw: None,
             row_hash: None,
+            raw_hash: None,
+            memo_hit: false,
         }
     }
 
@@ -658,6 +662,7 @@ mod tests {
                 inputs: &inputs,
                 refdata: &refdata,
                 dry_run: false,
+                recheck: None,
             };
             let mut state = RunState {
                 seen: SpillMap::with_cap(2),

@@ -11,6 +11,7 @@
 //! - `inputs`: dialects, encodings, BOM, quoted newlines, gzip, stdin, real-world files.
 //! - `hostile`: the fuzz corpora (`fuzz/corpus/`) replayed through `custload::fuzzing`.
 //! - `json`: save-customers bodies with relations, bare arrays, NDJSON, the JSON samples.
+//! - `memo`: re-runs that skip the checks of stored records report what full checks would.
 //! - `properties`: proptest: CSV round trip, verify-only predicts the real run, re-runs change nothing.
 //! - `rejects`: `--rejects` files, fixed and fed back.
 //! - `safety`: no plaintext secret anywhere; SQL, formula and control-character payloads.
@@ -25,6 +26,7 @@ mod hostile;
 mod import;
 mod inputs;
 mod json;
+mod memo;
 mod properties;
 mod rejects;
 mod safety;

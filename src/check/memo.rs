@@ -1,0 +1,204 @@
+//! Skipping the checks of records that an earlier run already checked: a nightly file is mostly
+//! the same rows as the night before, and checking a row (phone, email, dates, countries) costs
+//! more than everything else a re-run does with it.
+//!
+//! Each CSV record gets a hash of its raw fields and of everything that decides what the checks
+//! say about them (the [`fingerprint`]: custload's rules version, the input's header and column
+//! rules, the pipeline's `set`, `empty`, `unknown_columns` and `redact_values`). The writer stores
+//! it as `customers.raw_hash` when the record was written or confirmed with no error and no
+//! warning. In the next run, a record whose hash is the stored one of its external_id ([`Lookup`])
+//! is a [`Memo::Hit`]: the check stage runs only what can have changed since ([`MEMO_FIELDS`]:
+//! the external_id and explicit id, the brand, desk and statuses that today's reference data
+//! judges, the birth date whose age keeps growing), and the writer confirms the stored hash
+//! before it calls the row unchanged, or checks the record in full after all.
+//!
+//! Never memoized: records with a password (a fast hash of a clear password must not be
+//! stored), JSON records, inputs with `date_format = "auto"` columns (decided per file), and
+//! PostgreSQL runs (the lookups would cost a round trip per chunk for little).
+
+use super::CheckPlan;
+use crate::input::header::{ColumnUse, HeaderMap};
+use crate::input::Memo;
+use crate::record::dates;
+use crate::record::fields::{ids::IDS, FieldId, Kind, FIELDS};
+use crate::record::hash::RowHash;
+use anyhow::Context;
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Bumped whenever a check rule changes what it says about some input: hashes stored under
+/// older rules then no longer match, and the next run checks every record again (and stores
+/// the new hashes).
+pub const RULES_VERSION: u32 = 1;
+
+/// The fields a memoized record is still checked for (see the module documentation).
+pub fn memo_field(field: FieldId) -> bool {
+    field == IDS.external_id
+        || field == IDS.customer_id
+        || field == IDS.brand
+        || field == IDS.desk
+        || matches!(FIELDS[field].kind, Kind::StatusId { .. } | Kind::BirthDate)
+}
+
+/// The fingerprint of an input's checks, or `None` when its records cannot be memoized.
+pub fn fingerprint(plan: &CheckPlan, header: &HeaderMap) -> Option<u128> {
+    let mut text = format!(
+        "custload {} rules {RULES_VERSION}\nunknown={:?} empty={:?} redact={}\n",
+        env!("CARGO_PKG_VERSION"),
+        plan.unknown_columns,
+        plan.empty,
+        plan.ctx.redact_values
+    );
+    for (field, slot) in &plan.set {
+        text.push_str(&format!("set {field}={slot:?}\n"));
+    }
+    for (name, column) in header.names.iter().zip(&header.columns) {
+        match column {
+            ColumnUse::Field(rule) => {
+                if rule.date_format.as_deref() == Some(dates::AUTO) {
+                    return None;
+                }
+                let mut map: Vec<(&String, &String)> =
+                    rule.map.iter().flat_map(|m| m.iter()).collect();
+                map.sort();
+                text.push_str(&format!(
+                    "{name:?} field {} {:?} {:?} {map:?}\n",
+                    rule.field, rule.alias, rule.date_format
+                ));
+            }
+            ColumnUse::Unknown(u) => text.push_str(&format!("{name:?} unknown {u:?}\n")),
+            ColumnUse::Ignored => text.push_str(&format!("{name:?} ignored\n")),
+        }
+    }
+    Some(xxh3_128(text.as_bytes()))
+}
+
+/// The memo hash of a CSV record under `fingerprint`; `None` when it gives a password.
+pub fn record_hash(
+    fingerprint: u128,
+    header: &HeaderMap,
+    fields: &csv::ByteRecord,
+) -> Option<RowHash> {
+    let mut bytes = Vec::with_capacity(fields.as_slice().len() + 8 * fields.len() + 16);
+    bytes.extend_from_slice(&fingerprint.to_le_bytes());
+    for (i, field) in fields.iter().enumerate() {
+        if let Some(ColumnUse::Field(rule)) = header.columns.get(i) {
+            if rule.field == IDS.password && !field.iter().all(u8::is_ascii_whitespace) {
+                return None;
+            }
+        }
+        bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(field);
+    }
+    Some(xxh3_128(&bytes).to_le_bytes())
+}
+
+/// The column of a header that holds the external_id.
+pub fn external_id_column(header: &HeaderMap) -> Option<usize> {
+    header
+        .columns
+        .iter()
+        .position(|c| matches!(c, ColumnUse::Field(r) if r.field == IDS.external_id))
+}
+
+/// Reads the stored memo hashes, on a read-only connection of its own to the SQLite file.
+///
+/// In WAL mode a reader never waits for the writer: it sees the last committed state, which
+/// is all a hint needs (the writer confirms every hit against what it then reads).
+pub struct Lookup {
+    conn: rusqlite::Connection,
+}
+
+impl Lookup {
+    /// Opens the database file at `path`; `None` when no stored customer has a memo hash, as in
+    /// a first load, where looking up every record would find nothing.
+    pub fn open(path: &Path) -> anyhow::Result<Option<Lookup>> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags)
+            .with_context(|| format!("cannot open {} to read stored records", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let any: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM customers WHERE raw_hash IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )
+            .context("cannot read stored records")?;
+        Ok(any.then_some(Lookup { conn }))
+    }
+
+    /// The stored memo hash of each external_id, in one read transaction.
+    pub fn stored(
+        &mut self,
+        external_ids: &[Option<&str>],
+    ) -> anyhow::Result<Vec<Option<RowHash>>> {
+        let tx = self
+            .conn
+            .transaction()
+            .context("cannot read stored records")?;
+        let mut out = Vec::with_capacity(external_ids.len());
+        {
+            let mut st = tx
+                .prepare_cached("SELECT raw_hash FROM customers WHERE external_id = ?1")
+                .context("cannot read stored records")?;
+            for id in external_ids {
+                let Some(id) = id else {
+                    out.push(None);
+                    continue;
+                };
+                let mut rows = st.query([id]).context("cannot read stored records")?;
+                let hash = match rows.next().context("cannot read stored records")? {
+                    Some(r) => match r.get_ref(0)? {
+                        rusqlite::types::ValueRef::Blob(b) => RowHash::try_from(b).ok(),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                out.push(hash);
+            }
+        }
+        tx.finish().context("cannot read stored records")?;
+        Ok(out)
+    }
+}
+
+/// Marks a CSV chunk's records: their hash, and a hit where the stored hash of their
+/// external_id is the same.
+pub fn mark(
+    records: &mut [crate::input::RawRecord],
+    fingerprint: u128,
+    header: &HeaderMap,
+    lookup: Option<&mut Lookup>,
+) -> anyhow::Result<()> {
+    for rec in records.iter_mut() {
+        if let crate::input::RawBody::Fields(fields) = &rec.body {
+            rec.memo = match record_hash(fingerprint, header, fields) {
+                Some(h) => Memo::Hash(h),
+                None => Memo::None,
+            };
+        }
+    }
+    let (Some(lookup), Some(column)) = (lookup, external_id_column(header)) else {
+        return Ok(());
+    };
+    let ids: Vec<Option<&str>> = records
+        .iter()
+        .map(|rec| match (&rec.body, rec.memo) {
+            (crate::input::RawBody::Fields(f), Memo::Hash(_)) => f
+                .get(column)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(|s| crate::rejects::strip_neutralized(s).trim()),
+            _ => None,
+        })
+        .collect();
+    let stored = lookup.stored(&ids)?;
+    for (rec, stored) in records.iter_mut().zip(stored) {
+        if let (Memo::Hash(h), Some(s)) = (rec.memo, stored) {
+            if h == s {
+                rec.memo = Memo::Hit(h);
+            }
+        }
+    }
+    Ok(())
+}
