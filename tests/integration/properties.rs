@@ -316,12 +316,27 @@ fn check_rerun_changes_nothing(case: &Import) -> Result<(), TestCaseError> {
     env.execute(
         "UPDATE customers SET created_time = created_time - 1000, updated_time = updated_time - 1000",
     );
-    let before = env.query("SELECT * FROM customers ORDER BY external_id");
+    // That update is one custload did not make: it forgets the stored hashes (row_hash,
+    // raw_hash), which the re-run then stores again. They are custload's bookkeeping, not the
+    // customer's data, so the comparison leaves them out.
+    let data = |env: &TestEnv| -> Vec<serde_json::Value> {
+        env.query("SELECT * FROM customers ORDER BY external_id")
+            .into_iter()
+            .map(|mut row| {
+                if let Some(o) = row.as_object_mut() {
+                    o.remove("row_hash");
+                    o.remove("raw_hash");
+                }
+                row
+            })
+            .collect()
+    };
+    let before = data(&env);
     let (_, again) = run(&env, "again.csv", &case.file, &[]);
     prop_assert_eq!(again["added"].clone(), json!([]), "{}", again);
     prop_assert_eq!(again["updated"].clone(), json!([]), "{}", again);
     prop_assert_eq!(
-        env.query("SELECT * FROM customers ORDER BY external_id"),
+        data(&env),
         before,
         "input {:?}",
         String::from_utf8_lossy(&customer_csv(&case.file))
