@@ -128,6 +128,7 @@ fn stages(c: &mut Criterion) {
         refdata: &refdata,
         dry_run: false,
         recheck: None,
+        dry_overlay: false,
     };
     for batch in [500, 5000] {
         group.bench_function(format!("write_new/batch_{batch}"), |b| {

@@ -29,7 +29,7 @@ const RAW_IN_FLIGHT: usize = 2;
 
 /// Chunks buffered between the checker and the writer: enough for the checker to go on while
 /// the writer commits a batch (a checkpoint can take tens of milliseconds of I/O).
-const CHECKED_IN_FLIGHT: usize = 8;
+const CHECKED_IN_FLIGHT: usize = 4;
 
 /// Rows per chunk at most. The stages pass a batch along in chunks, so that memory holds a few
 /// thousand rows whatever `batch_size` is (a transaction still spans the whole batch).
@@ -143,6 +143,9 @@ pub async fn execute(
         layouts: &layouts,
         plan: &plan.check,
     };
+    let dry_overlay = plan.verify_only
+        && store.backend() == crate::store::Backend::Sqlite
+        && overlay_describes(plan, &layouts);
     let opts = WriteOptions {
         empty: plan.settings.empty,
         on_duplicate: plan.settings.on_duplicate,
@@ -154,6 +157,7 @@ pub async fn execute(
         refdata: &refdata,
         dry_run: plan.verify_only,
         recheck: Some(&recheck),
+        dry_overlay,
     };
     let mut state = RunState::default();
     let ending = write_all(
@@ -206,7 +210,12 @@ async fn write_all(
     let whole_run = plan.verify_only || plan.all_or_nothing;
     let report_per_batch = !plan.all_or_nothing;
     if whole_run {
-        if let Err(e) = store.begin().await {
+        let begun = if opts.dry_overlay {
+            store.begin_read().await
+        } else {
+            store.begin().await
+        };
+        if let Err(e) = begun {
             return Ending::Fatal(e);
         }
     }
@@ -314,6 +323,22 @@ async fn write_one(
             report.record_relations(relations, &outcomes)
         }
     }
+}
+
+/// Whether a dry run can write nothing (see [`crate::store::overlay`]): repeated external_ids
+/// are rejected, and no input can give an explicit customer_id or relations (CSV inputs whose
+/// header maps no column to customer_id, and no `set` constant for it).
+fn overlay_describes(plan: &Plan, layouts: &[Layout]) -> bool {
+    use crate::input::header::ColumnUse;
+    use crate::record::fields::ids::IDS;
+    let customer_id =
+        |c: &ColumnUse| matches!(c, ColumnUse::Field(r) if r.field == IDS.customer_id);
+    plan.settings.on_duplicate == crate::config::OnDuplicate::Reject
+        && !plan.check.set.iter().any(|(f, _)| *f == IDS.customer_id)
+        && layouts.iter().all(|l| match l {
+            Layout::Columns(header) => !header.columns.iter().any(customer_id),
+            Layout::Keys(_) => false,
+        })
 }
 
 /// Lowers the calling thread's scheduling priority (to niceness 9 on Linux): checker threads

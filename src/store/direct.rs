@@ -18,6 +18,7 @@
 //! its external_id for the customer's id, hash and brand; when the row hashes the same it is
 //! unchanged without reading the rest of the customer.
 
+use super::overlay::{DryOverlay, Held};
 use super::resolve::{
     has_clear_password, settle_passwords, Action, Holders, Resolver, RowHash, Stored,
 };
@@ -57,11 +58,16 @@ impl Store {
         #[allow(unsafe_code)]
         let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }
             .with_context(|| format!("database {url} failed"))?;
+        if opts.dry_overlay && state.overlay.is_none() {
+            state.overlay = Some(DryOverlay::new()?);
+        }
         let mut writer = RowWriter::new(&db, opts, state.mostly_new);
+        writer.overlay = state.overlay.take();
         let written = writer
             .write_segments(rows, &segments)
             .with_context(|| format!("database {url} failed"));
         state.mostly_new = writer.new_rows >= writer.stored_rows;
+        state.overlay = writer.overlay.take();
         drop(writer);
         drop(db);
         drop(handle);
@@ -180,6 +186,8 @@ struct RowWriter<'c, 'o> {
     /// Rows of this chunk that were new, and that were stored already.
     new_rows: usize,
     stored_rows: usize,
+    /// A dry run that writes nothing: what the rows before changed (see [`DryOverlay`]).
+    overlay: Option<DryOverlay>,
 }
 
 /// The field columns a written row carries (all but `customer_id` and `external_id`).
@@ -224,6 +232,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             insert_first,
             new_rows: 0,
             stored_rows: 0,
+            overlay: None,
         }
     }
 
@@ -265,6 +274,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
                 return Ok(outcome);
             }
         }
+        if self.overlay.is_some() {
+            return self.decide_dry(row);
+        }
         let hash = self.resolver.row_hash(row);
         if self.insert_first && row.customer.int(IDS.customer_id).is_none() {
             let mark = row.issues.len();
@@ -288,6 +300,85 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             self.refresh_memo(row, &probe, customer_id, &hash)?;
         }
         Ok(outcome)
+    }
+
+    /// A dry run that writes nothing: the row is decided against the database and the emails
+    /// the rows before it took or gave up, which it then takes or gives up itself.
+    fn decide_dry(&mut self, row: &mut Checked) -> anyhow::Result<RowOutcome> {
+        let hash = self.resolver.row_hash(row);
+        let probe = self.probe(&row.external_id)?;
+        if let Some(p) = &probe {
+            if self.resolver.hash_decides(row) && p.row_hash == Some(hash) {
+                return self.decide_same_hash(row, p);
+            }
+        }
+        let stored = match &probe {
+            Some(p) => Some(self.fetch_full(&row.external_id)?.with_context(|| {
+                format!(
+                    "internal error: customer {} vanished within the transaction",
+                    p.customer_id
+                )
+            })?),
+            None => None,
+        };
+        let new_key = self.resolver.new_email_key(row);
+        let stored_key = stored.as_ref().and_then(|s| match &s.values[IDS.email] {
+            Some(Value::Text(e)) => Some(crate::check::rules::email_key(e)),
+            _ => None,
+        });
+        let email_holder = match &new_key {
+            Some(Some(key)) if stored_key.as_ref() != Some(key) => self.dry_email_holder(key)?,
+            _ => None,
+        };
+        let holders = Holders {
+            email: email_holder.as_deref(),
+            id: None,
+        };
+        let action = self.resolver.resolve(row, stored.as_ref(), holders);
+        let overlay = self
+            .overlay
+            .as_mut()
+            .context("internal error: no dry-run overlay")?;
+        Ok(match action {
+            Action::Insert { email_key, .. } => {
+                if let Some(key) = email_key {
+                    overlay.take(&key, &row.external_id)?;
+                }
+                self.new_rows += 1;
+                // A dry run reports no ids for new customers.
+                RowOutcome::Added(0)
+            }
+            Action::Update {
+                customer_id,
+                email_key,
+            } => {
+                if let Some(new) = email_key {
+                    if let Some(old) = &stored_key {
+                        overlay.release(old)?;
+                    }
+                    if let Some(new) = new {
+                        overlay.take(&new, &row.external_id)?;
+                    }
+                }
+                self.stored_rows += 1;
+                RowOutcome::Updated(customer_id)
+            }
+            Action::Unchanged { customer_id } => RowOutcome::Unchanged(customer_id),
+            Action::Reject => RowOutcome::Rejected,
+        })
+    }
+
+    /// Who holds an email in a dry run: as the rows before left it, else the database.
+    fn dry_email_holder(&mut self, key: &str) -> anyhow::Result<Option<String>> {
+        let overlay = self
+            .overlay
+            .as_mut()
+            .context("internal error: no dry-run overlay")?;
+        match overlay.holder(key)? {
+            Some(Held::By(external_id)) => Ok(Some(external_id)),
+            Some(Held::Released) => Ok(None),
+            None => Ok(query_text(self.email_holder.get(self.db)?, key)?),
+        }
     }
 
     /// A memo hit: when the stored customer still has the record's hash, the row is unchanged

@@ -7,6 +7,7 @@
 
 pub mod bulk;
 mod direct;
+pub mod overlay;
 pub mod reference;
 pub mod relations;
 pub mod resolve;
@@ -171,6 +172,12 @@ impl Store {
             Backend::Postgres => "BEGIN",
         };
         self.run_control(sql).await
+    }
+
+    /// Starts a transaction that only reads: a dry run that writes nothing (see [`overlay`])
+    /// decides every row against one snapshot and leaves writers free.
+    pub async fn begin_read(&mut self) -> anyhow::Result<()> {
+        self.run_control("BEGIN").await
     }
 
     /// Commits the open transaction.

@@ -14,7 +14,7 @@ use std::hash::BuildHasherDefault;
 
 /// Entries kept in memory before spilling: 7/8 of 2^21 buckets (~50 MB), so that a
 /// million-row file never spills and the table never grows past that size.
-const DEFAULT_CAP: usize = (1 << 21) / 8 * 7;
+const DEFAULT_CAP: usize = (1 << 20) / 8 * 7;
 
 /// Page cache of the temporary file, in KiB.
 const DISK_CACHE_KIB: i64 = 8 * 1024;

@@ -144,6 +144,9 @@ pub struct WriteOptions<'a> {
     pub dry_run: bool,
     /// Checks memo hits in full when the writer cannot confirm them.
     pub recheck: Option<&'a crate::check::Rechecker<'a>>,
+    /// A dry run on SQLite that writes nothing and decides rows against the database plus a
+    /// [`DryOverlay`](super::overlay::DryOverlay) (only for runs it can describe: see there).
+    pub dry_overlay: bool,
 }
 
 /// What the writer remembers across batches of one run.
@@ -163,6 +166,8 @@ pub struct RunState {
     /// SQLite: most rows of the last chunk were new, so the writer tries rows as new before
     /// probing for them (see `direct::RowWriter::insert_first`).
     pub(super) mostly_new: bool,
+    /// What a dry run that writes nothing would have changed so far.
+    pub(super) overlay: Option<super::overlay::DryOverlay>,
 }
 
 impl RunState {
@@ -663,6 +668,7 @@ mod tests {
                 refdata: &refdata,
                 dry_run: false,
                 recheck: None,
+                dry_overlay: false,
             };
             let mut state = RunState {
                 seen: SpillMap::with_cap(2),

@@ -385,9 +385,24 @@ fn email_holders_in_the_database_and_earlier_in_the_run() {
          B-4,Ed,di@x.com\n\
          B-5,Flo,DI@x.com\n",
     );
+    // The dry run first (on SQLite it writes nothing and keeps the emails the rows before took
+    // or gave up beside the database): it must predict the real run exactly.
+    let dry = env.run(&[
+        "run",
+        "customers",
+        &second,
+        "--verify-only",
+        "--report",
+        "d.json",
+    ]);
+    assert_eq!(dry.code, 1, "{}", dry.stderr);
     let run = env.run(&["run", "customers", &second, "--report", "r.json"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let report = env.report("r.json");
+    let dry = env.report("d.json");
+    assert_eq!(dry["detail"], report["detail"]);
+    assert_eq!(ids(&dry, "added"), ids(&report, "added"));
+    assert_eq!(ids(&dry, "updated"), ids(&report, "updated"));
     assert_eq!(
         errors(&report),
         vec![
