@@ -491,6 +491,7 @@ fn spawn_checker(
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
+    let dry_run = plan.verify_only;
     let fingerprints = layouts
         .iter()
         .map(|l| match l {
@@ -509,6 +510,7 @@ fn spawn_checker(
             held_rows: 0,
             fingerprints,
             lookup,
+            dry_run,
         };
         for message in raw {
             let delivered = match message {
@@ -538,6 +540,8 @@ struct Checker {
     fingerprints: Vec<Option<u128>>,
     /// Reads the stored memo hashes (SQLite, when any customer has one).
     lookup: Option<memo::Lookup>,
+    /// A verify-only run (it stores no hashes).
+    dry_run: bool,
 }
 
 impl Checker {
@@ -571,10 +575,13 @@ impl Checker {
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
         for mut batch in std::mem::take(&mut self.held) {
-            if let (Some(fingerprint), Layout::Columns(header), BatchKind::Customers) = (
+            // A dry run with nothing to look up has no use for the hashes.
+            let hashes_used = self.lookup.is_some() || !self.dry_run;
+            if let (Some(fingerprint), Layout::Columns(header), BatchKind::Customers, true) = (
                 self.fingerprints[batch.input],
                 &self.layouts[batch.input],
                 batch.kind,
+                hashes_used,
             ) {
                 let marked = memo::mark(
                     &mut batch.records,

@@ -65,6 +65,26 @@ pub enum Action {
     Reject,
 }
 
+/// The status fields of the catalog, with their status type.
+static STATUS_FIELDS: std::sync::LazyLock<Vec<(FieldId, i64)>> = std::sync::LazyLock::new(|| {
+    FIELDS
+        .iter()
+        .enumerate()
+        .filter_map(|(f, def)| match def.kind {
+            Kind::StatusId { status_type } => Some((f, status_type)),
+            _ => None,
+        })
+        .collect()
+});
+
+/// Whether the row gives a desk or a status id, which the reference data judges.
+fn has_reference_values(row: &Checked) -> bool {
+    row.customer.text(IDS.desk).is_some()
+        || STATUS_FIELDS
+            .iter()
+            .any(|&(f, _)| row.customer.int(f).is_some())
+}
+
 /// Who holds the row's email and explicit customer_id before the row is written, as the
 /// database and the rows before it leave them: the external_id of the holder, if any.
 #[derive(Debug, Clone, Copy, Default)]
@@ -96,8 +116,11 @@ impl Resolver<'_> {
         let before = row.issues.len();
         self.check_customer_id(row, stored.map(|s| s.customer_id), holders.id);
         self.check_name(row, stored);
-        let brand = self.merged_brand(row, || stored.and_then(|s| s.values[IDS.brand].as_ref()));
-        self.check_reference(row, &brand);
+        if has_reference_values(row) {
+            let brand =
+                self.merged_brand(row, || stored.and_then(|s| s.values[IDS.brand].as_ref()));
+            self.check_reference(row, &brand);
+        }
         let new_key = self.new_email_key(row);
         self.check_email(row, &new_key, holders.email);
         if row.issues[before..].iter().any(Issue::is_error) {
@@ -123,9 +146,11 @@ impl Resolver<'_> {
     ) -> Action {
         let before = row.issues.len();
         self.check_customer_id(row, Some(customer_id), id_holder);
-        let stored_brand = stored_brand.map(|b| Value::Text(b.to_owned()));
-        let brand = self.merged_brand(row, || stored_brand.as_ref());
-        self.check_reference(row, &brand);
+        if has_reference_values(row) {
+            let stored_brand = stored_brand.map(|b| Value::Text(b.to_owned()));
+            let brand = self.merged_brand(row, || stored_brand.as_ref());
+            self.check_reference(row, &brand);
+        }
         if row.issues[before..].iter().any(Issue::is_error) {
             return Action::Reject;
         }
@@ -273,9 +298,12 @@ impl Resolver<'_> {
         if let Some(desk) = row.customer.text(IDS.desk) {
             found.extend(self.refdata.desk_issue(brand, desk));
         }
-        for (f, def) in FIELDS.iter().enumerate() {
-            if let (Kind::StatusId { status_type }, Some(id)) = (def.kind, row.customer.int(f)) {
-                found.extend(self.refdata.status_issue(def.name, id, status_type, brand));
+        for &(f, status_type) in STATUS_FIELDS.iter() {
+            if let Some(id) = row.customer.int(f) {
+                found.extend(
+                    self.refdata
+                        .status_issue(FIELDS[f].name, id, status_type, brand),
+                );
             }
         }
         row.issues.extend(found);
