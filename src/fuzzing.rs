@@ -128,6 +128,10 @@ struct Permissive {
     check: CheckPlan,
 }
 
+/// The record size limit of the fuzzed readers: small, so that inputs of a few KB also cross
+/// it and the reading on after an oversized record is fuzzed too.
+const FUZZ_RECORD_BYTES: u64 = 512;
+
 static PERMISSIVE_PLAN: LazyLock<Permissive> = LazyLock::new(|| {
     let file = config::parse(PERMISSIVE, Path::new("fuzz.toml"))
         .unwrap_or_else(|e| panic!("the permissive pipeline does not parse: {e}"));
@@ -251,7 +255,7 @@ fn read_csv(
     let Ok(opened) = crate::input::open(name, encoding, Arc::new(AtomicU64::new(0))) else {
         return 0;
     };
-    let source = match CsvSource::from_input(opened, dialect) {
+    let source = match CsvSource::from_input(opened, dialect, FUZZ_RECORD_BYTES) {
         Ok(Some(source)) => source,
         Ok(None) => return 0,
         Err(e) => return rendered(e),
@@ -330,7 +334,12 @@ pub fn csv_view(data: &[u8], delimiter: u8) -> Result<Option<CsvView>, String> {
     let name = file.path().to_str().ok_or("temp path is not UTF-8")?;
     let opened = crate::input::open(name, encoding_rs::UTF_8, Arc::new(AtomicU64::new(0)))
         .map_err(|e| format!("{e:#}"))?;
-    let Some(mut source) = CsvSource::from_input(opened, dialect).map_err(|e| format!("{e:#}"))?
+    let Some(mut source) = CsvSource::from_input(
+        opened,
+        dialect,
+        crate::config::validate::DEFAULT_MAX_RECORD_BYTES,
+    )
+    .map_err(|e| format!("{e:#}"))?
     else {
         return Ok(None);
     };
@@ -346,6 +355,10 @@ pub fn csv_view(data: &[u8], delimiter: u8) -> Result<Option<CsvView>, String> {
                 Ok((rec.line, fields.iter().map(<[u8]>::to_vec).collect()))
             }
             crate::input::RawBody::Json(_) => Err("a CSV source yielded JSON".to_owned()),
+            crate::input::RawBody::Oversized { .. } => Err(format!(
+                "the record at line {} is over the record size limit",
+                rec.line
+            )),
         })
         .collect::<Result<_, String>>()?;
     Ok(Some(CsvView {
@@ -363,7 +376,12 @@ pub fn csv_view(data: &[u8], delimiter: u8) -> Result<Option<CsvView>, String> {
 pub fn input_json(data: &[u8]) -> usize {
     with_temp_input(data, "json", |name| {
         let plan = &*PERMISSIVE_PLAN;
-        let mut body = match JsonBody::open(name, encoding_rs::UTF_8, Arc::new(AtomicU64::new(0))) {
+        let mut body = match JsonBody::open(
+            name,
+            encoding_rs::UTF_8,
+            Arc::new(AtomicU64::new(0)),
+            FUZZ_RECORD_BYTES,
+        ) {
             Ok(body) => body,
             Err(e) => return rendered(e),
         };
@@ -418,7 +436,7 @@ pub fn input_ndjson(data: &[u8]) -> usize {
         else {
             return 0;
         };
-        let mut source = NdjsonSource::from_input(opened);
+        let mut source = NdjsonSource::from_input(opened, FUZZ_RECORD_BYTES);
         let layout = Layout::Keys(KeyMap::new(&plan.settings, false));
         let decisions = Decisions::new();
         let (mut previous, mut checked) = (0, 0);

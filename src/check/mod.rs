@@ -158,6 +158,13 @@ pub fn check_record(
                 return row;
             }
         }
+        (RawBody::Oversized { limit }, _) => {
+            row.issues.push(Issue::invalid(
+                "record",
+                format!("record is larger than max_record_bytes ({limit} bytes)"),
+            ));
+            return row;
+        }
         _ => unreachable!("a source yields the records of its layout"),
     }
     for (field, constant) in &plan.set {

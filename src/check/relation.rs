@@ -66,8 +66,16 @@ pub fn check_relation(input: usize, rec: &RawRecord, plan: &CheckPlan) -> Checke
         issues: Vec::new(),
         raw: plan.keep_raw.then(|| rec.body.clone()),
     };
-    let RawBody::Json(text) = &rec.body else {
-        unreachable!("relations come from JSON bodies")
+    let text = match &rec.body {
+        RawBody::Json(text) => text,
+        RawBody::Oversized { limit } => {
+            rel.issues.push(Issue::invalid(
+                "record",
+                format!("relation is larger than max_record_bytes ({limit} bytes)"),
+            ));
+            return rel;
+        }
+        RawBody::Fields(_) => unreachable!("relations come from JSON bodies"),
     };
     let object = match serde_json::from_slice::<J>(text) {
         Ok(J::Object(o)) => o,

@@ -37,6 +37,8 @@ pub struct Defaults {
     pub threads: Option<usize>,
     /// Manager id stamped as created_by/updated_by (default: none).
     pub manager_id: Option<i64>,
+    /// Largest input record in bytes; a longer one is a rejected row (default 8 MiB).
+    pub max_record_bytes: Option<u64>,
 }
 
 /// Input format of a pipeline.
@@ -144,6 +146,8 @@ pub struct PipelineConfig {
     pub threads: Option<usize>,
     /// Manager id stamped as created_by/updated_by (overrides `[defaults]`).
     pub manager_id: Option<i64>,
+    /// Largest input record in bytes (overrides `[defaults]`).
+    pub max_record_bytes: Option<u64>,
     /// Input column -> canonical field, either a name or `{ field, date_format, map }`.
     #[serde(default)]
     pub columns: IndexMap<String, toml::Value>,

@@ -27,6 +27,7 @@ fn reference_config_sets_every_key() {
     assert_eq!(file.defaults.batch_size, Some(2000));
     assert_eq!(file.defaults.threads, Some(2));
     assert_eq!(file.defaults.manager_id, Some(7));
+    assert_eq!(file.defaults.max_record_bytes, Some(1 << 20));
     let p = resolve_pipeline("everything", &file.pipelines["everything"], &file.defaults).unwrap();
     assert_eq!(
         p.description.as_deref(),
@@ -46,6 +47,7 @@ fn reference_config_sets_every_key() {
     assert_eq!(p.batch_size, 100);
     assert_eq!(p.threads, Some(1));
     assert_eq!(p.manager_id, Some(42));
+    assert_eq!(p.max_record_bytes, 65536);
     let birth = &p.columns["Geburtsdatum"];
     assert_eq!(
         (birth.field, birth.date_format.as_deref()),
@@ -72,6 +74,7 @@ fn every_problem_names_its_key() {
         delimiter = ";;"
         encoding = "klingon"
         max_rejected = "lots"
+        max_record_bytes = 10
         [pipelines.p.columns]
         "Geb" = { field = "birth_date", date_format = "%Q" }
         "Nr" = "customer_number"
@@ -84,6 +87,7 @@ fn every_problem_names_its_key() {
     let expect = [
         "`pipelines.p.delimiter`",
         "`pipelines.p.encoding`",
+        "`pipelines.p.max_record_bytes`",
         "`pipelines.p.max_rejected`",
         "`pipelines.p.columns.Geb.date_format`",
         "`pipelines.p.columns.Nr`",
@@ -95,6 +99,24 @@ fn every_problem_names_its_key() {
     for (f, e) in found.iter().zip(expect) {
         assert!(f.starts_with(e), "{f} should start with {e}");
     }
+}
+
+#[test]
+fn inherited_defaults_are_named_as_defaults() {
+    let found = problems(
+        r#"
+        [defaults]
+        batch_size = 0
+        max_record_bytes = 1
+        [pipelines.p]
+        "#,
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("`defaults.batch_size`"), "{found:?}");
+    assert!(
+        found[1].starts_with("`defaults.max_record_bytes`"),
+        "{found:?}"
+    );
 }
 
 #[test]

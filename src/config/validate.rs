@@ -11,6 +11,13 @@ use encoding_rs::Encoding;
 use indexmap::IndexMap;
 use std::collections::HashMap;
 
+/// Default of `max_record_bytes`: 8 MiB, far above any real customer record.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 8 << 20;
+/// Smallest `max_record_bytes`.
+pub const MIN_RECORD_BYTES: u64 = 1 << 10;
+/// Largest `max_record_bytes`: 1 GiB.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+
 /// Rows per batch when nothing says otherwise.
 pub const fn default_batch_size() -> usize {
     5000
@@ -88,6 +95,10 @@ pub struct PipelineSettings {
     pub threads: Option<usize>,
     /// created_by/updated_by stamp, if set.
     pub manager_id: Option<i64>,
+    /// Largest input record in bytes: a CSV record or NDJSON line over it becomes a rejected row
+    /// and the input is read on from the next line, so one runaway field (an unclosed quote, a
+    /// file with no line ends) cannot take the memory.
+    pub max_record_bytes: u64,
     /// Input column name -> rule.
     pub columns: IndexMap<String, ColumnRule>,
     /// Checked constants for rows without a value.
@@ -127,14 +138,23 @@ pub fn resolve_pipeline(
         .or(defaults.batch_size)
         .unwrap_or(default_batch_size());
     if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
-        let key = if cfg.batch_size.is_some() {
-            "batch_size"
-        } else {
-            "defaults.batch_size"
-        };
-        p.add(
-            key,
+        p.add_own_or_default(
+            cfg.batch_size.is_some(),
+            "batch_size",
             format!("must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}"),
+        );
+    }
+    let max_record_bytes = cfg
+        .max_record_bytes
+        .or(defaults.max_record_bytes)
+        .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
+    if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&max_record_bytes) {
+        p.add_own_or_default(
+            cfg.max_record_bytes.is_some(),
+            "max_record_bytes",
+            format!(
+                "must be between {MIN_RECORD_BYTES} and {MAX_RECORD_BYTES}, got {max_record_bytes}"
+            ),
         );
     }
     let threads = cfg.threads.or(defaults.threads);
@@ -174,6 +194,7 @@ pub fn resolve_pipeline(
         batch_size,
         threads,
         manager_id: cfg.manager_id.or(defaults.manager_id),
+        max_record_bytes,
         columns,
         set,
     })
@@ -224,6 +245,18 @@ impl Problems {
             key: format!("{}.{key}", self.prefix),
             message,
         });
+    }
+
+    /// A problem with a pipeline's own key, or with the `[defaults]` key it inherited.
+    fn add_own_or_default(&mut self, own: bool, key: &str, message: String) {
+        if own {
+            self.add(key, message);
+        } else {
+            self.list.push(ConfigProblem {
+                key: format!("defaults.{key}"),
+                message,
+            });
+        }
     }
 
     fn one_byte(&mut self, key: &str, value: &str) -> Option<u8> {

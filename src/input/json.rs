@@ -9,15 +9,20 @@
 //! flags (so a broken file or `verify_input: true` is known before anything is written, wherever
 //! the keys sit in the body); then the customers; then the relations, whose ends must exist
 //! once the customers are in. Stdin is spooled to a temp file first so it can be read again.
+//!
+//! The scan also measures every element: one longer than `max_record_bytes` is skipped by the
+//! later passes (never held in memory) and handed on as [`RawBody::Oversized`], a rejected row.
 
 use crate::input::{open_path, BatchKind, Emit, RawBody, RawRecord};
 use anyhow::Context;
 use encoding_rs::Encoding;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use std::cell::Cell;
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -45,6 +50,25 @@ pub struct JsonBody {
     _spool: Option<tempfile::TempPath>,
     encoding: &'static Encoding,
     bytes_read: Arc<AtomicU64>,
+    limit: u64,
+    /// The elements the scan found longer than `limit`, per array kind.
+    oversized: Oversized,
+}
+
+/// Elements longer than the limit, in body order: `(array, element)`, both counted from 1 (a
+/// body may repeat a key, and each array numbers its elements from 1). One entry per element
+/// of at least `limit` bytes, so the list is a small fraction of the body.
+#[derive(Debug, Default, Clone)]
+struct Oversized {
+    customers: Vec<(u32, u64)>,
+    relations: Vec<(u32, u64)>,
+}
+
+/// The part of a body an array holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Customers,
+    Relations,
 }
 
 /// Which part of the body a pass reads.
@@ -56,11 +80,13 @@ enum Pass {
 }
 
 impl JsonBody {
-    /// Opens and scans a body; a syntax error or a wrong shape is an error naming its line.
+    /// Opens and scans a body whose elements may be up to `max_record_bytes` long; a syntax
+    /// error or a wrong shape is an error naming its line.
     pub fn open(
         name: &str,
         encoding: &'static Encoding,
         bytes_read: Arc<AtomicU64>,
+        max_record_bytes: u64,
     ) -> anyhow::Result<Self> {
         let (path, spool) = if name == "-" {
             let mut tmp = tempfile::NamedTempFile::new()
@@ -78,10 +104,17 @@ impl JsonBody {
             _spool: spool,
             encoding,
             bytes_read,
+            limit: max_record_bytes,
+            oversized: Oversized::default(),
         };
         // The scan's bytes are not progress: count them apart.
-        let reader = body.reader(Arc::new(AtomicU64::new(0)))?;
+        let offset = Rc::new(Cell::new(0));
+        let reader = Offset {
+            inner: body.reader(Arc::new(AtomicU64::new(0)))?,
+            at: Rc::clone(&offset),
+        };
         let mut walker = Walker::new(Pass::Scan, 1, None);
+        walker.measure = Some((offset, max_record_bytes));
         let mut de = serde_json::Deserializer::from_reader(reader);
         let scanned = (&mut walker)
             .deserialize(&mut de)
@@ -89,6 +122,7 @@ impl JsonBody {
             .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"));
         scanned?;
         body.flags = walker.flags;
+        body.oversized = walker.oversized;
         Ok(body)
     }
 
@@ -112,6 +146,8 @@ impl JsonBody {
                 Arc::new(AtomicU64::new(0))
             })?;
             let mut walker = Walker::new(pass, batch_size, Some(&mut *emit));
+            walker.oversized = self.oversized.clone();
+            walker.limit = self.limit;
             let mut de = serde_json::Deserializer::from_reader(reader);
             let result = (&mut walker).deserialize(&mut de);
             if walker.stopped {
@@ -126,6 +162,22 @@ impl JsonBody {
     }
 }
 
+/// Counts the bytes serde_json has taken, so the scan can measure each element. serde_json
+/// reads a byte at a time (from the buffered reader below), so the count is exact up to the one
+/// byte it peeks ahead.
+struct Offset<R> {
+    inner: R,
+    at: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Offset<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.at.set(self.at.get() + n as u64);
+        Ok(n)
+    }
+}
+
 /// Walks the body for one pass, batching the elements it wants.
 struct Walker<'e, 'a> {
     pass: Pass,
@@ -134,6 +186,14 @@ struct Walker<'e, 'a> {
     batch: Vec<RawRecord>,
     emit: Option<&'e mut Emit<'a>>,
     stopped: bool,
+    /// On the scan: the reader's offset and the element limit, to find oversized elements.
+    measure: Option<(Rc<Cell<u64>>, u64)>,
+    /// Oversized elements: found by the scan, skipped by the passes after it.
+    oversized: Oversized,
+    /// The limit, to report on an oversized element.
+    limit: u64,
+    /// Arrays of each part met so far in this pass.
+    arrays: [u32; 2],
 }
 
 impl<'e, 'a> Walker<'e, 'a> {
@@ -145,6 +205,10 @@ impl<'e, 'a> Walker<'e, 'a> {
             batch: Vec::new(),
             emit,
             stopped: false,
+            measure: None,
+            oversized: Oversized::default(),
+            limit: 0,
+            arrays: [0; 2],
         }
     }
 
@@ -167,34 +231,72 @@ impl<'e, 'a> Walker<'e, 'a> {
         delivered
     }
 
-    /// Streams the elements of one array, when this pass wants them.
+    /// Streams the elements of one array, when this pass wants them; on the scan, counts and
+    /// measures them.
     fn elements<'de, A: SeqAccess<'de>>(
         &mut self,
         mut seq: A,
+        part: Part,
         wanted: bool,
-        counter: fn(&mut BodyFlags) -> &mut u64,
     ) -> Result<(), A::Error> {
         let mut index = 0u64;
+        self.arrays[part as usize] += 1;
+        let array = self.arrays[part as usize];
+        let oversized = match part {
+            Part::Customers => &mut self.oversized.customers,
+            Part::Relations => &mut self.oversized.relations,
+        };
         if !wanted || self.emit.is_none() {
-            while seq.next_element::<IgnoredAny>()?.is_some() {
+            loop {
+                let before = self.measure.as_ref().map(|(at, _)| at.get());
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
                 index += 1;
+                if let (Some(before), Some((at, limit))) = (before, &self.measure) {
+                    if at.get() - before > *limit {
+                        oversized.push((array, index));
+                    }
+                }
             }
-            *counter(&mut self.flags) = index;
+            match part {
+                Part::Customers => self.flags.customers = index,
+                Part::Relations => self.flags.relations = index,
+            }
             return Ok(());
         }
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+        // The scan's list is in body order, so the elements to skip are always at its front.
+        let mut skip = std::mem::take(oversized).into_iter().peekable();
+        while skip.peek().is_some_and(|&(a, _)| a < array) {
+            skip.next();
+        }
+        loop {
+            let body = if skip.next_if_eq(&(array, index + 1)).is_some() {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                RawBody::Oversized { limit: self.limit }
+            } else {
+                let Some(raw) = seq.next_element::<Box<RawValue>>()? else {
+                    break;
+                };
+                let text: Box<str> = raw.into();
+                RawBody::Json(text.into_boxed_bytes().into_vec())
+            };
             index += 1;
-            let text: Box<str> = raw.into();
             self.batch.push(RawRecord {
                 line: index,
-                body: RawBody::Json(text.into_boxed_bytes().into_vec()),
+                body,
                 memo: Default::default(),
             });
             if self.batch.len() >= self.batch_size && !self.flush() {
                 return Err(de::Error::custom("stopped"));
             }
         }
-        *counter(&mut self.flags) = index;
+        *match part {
+            Part::Customers => &mut self.oversized.customers,
+            Part::Relations => &mut self.oversized.relations,
+        } = skip.collect();
         Ok(())
     }
 }
@@ -216,7 +318,7 @@ impl<'de> Visitor<'de> for &mut Walker<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         let wanted = self.pass == Pass::Customers;
-        self.elements(seq, wanted, |f| &mut f.customers)
+        self.elements(seq, Part::Customers, wanted)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -227,8 +329,7 @@ impl<'de> Visitor<'de> for &mut Walker<'_, '_> {
                     map.next_value_seed(Array {
                         walker: self,
                         wanted,
-                        what: "customers",
-                        counter: |f| &mut f.customers,
+                        part: Part::Customers,
                     })?;
                 }
                 "relations" => {
@@ -236,8 +337,7 @@ impl<'de> Visitor<'de> for &mut Walker<'_, '_> {
                     map.next_value_seed(Array {
                         walker: self,
                         wanted,
-                        what: "relations",
-                        counter: |f| &mut f.relations,
+                        part: Part::Relations,
                     })?;
                 }
                 "verify_input" => self.flags.verify_input = flag(&mut map, "verify_input")?,
@@ -264,8 +364,7 @@ fn flag<'de, A: MapAccess<'de>>(map: &mut A, key: &str) -> Result<bool, A::Error
 struct Array<'w, 'e, 'a> {
     walker: &'w mut Walker<'e, 'a>,
     wanted: bool,
-    what: &'static str,
-    counter: fn(&mut BodyFlags) -> &mut u64,
+    part: Part,
 }
 
 impl<'de> DeserializeSeed<'de> for Array<'_, '_, '_> {
@@ -280,7 +379,11 @@ impl<'de> Visitor<'de> for Array<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` to be an array", self.what)
+        let what = match self.part {
+            Part::Customers => "customers",
+            Part::Relations => "relations",
+        };
+        write!(f, "`{what}` to be an array")
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
@@ -288,7 +391,7 @@ impl<'de> Visitor<'de> for Array<'_, '_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        self.walker.elements(seq, self.wanted, self.counter)
+        self.walker.elements(seq, self.part, self.wanted)
     }
 }
 
@@ -301,7 +404,7 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         let name = f.path().to_str().unwrap().to_owned();
-        let opened = JsonBody::open(&name, encoding_rs::UTF_8, Arc::new(AtomicU64::new(0)));
+        let opened = JsonBody::open(&name, encoding_rs::UTF_8, Arc::new(AtomicU64::new(0)), 64);
         (f, opened)
     }
 
@@ -310,10 +413,12 @@ mod tests {
         assert!(b
             .read_into(batch, &mut |kind, recs| {
                 for r in recs {
-                    let RawBody::Json(t) = r.body else {
-                        panic!("json")
+                    let text = match r.body {
+                        RawBody::Json(t) => String::from_utf8(t).unwrap(),
+                        RawBody::Oversized { limit } => format!("OVERSIZED {limit}"),
+                        RawBody::Fields(_) => panic!("json"),
                     };
-                    got.push((kind, r.line, String::from_utf8(t).unwrap()));
+                    got.push((kind, r.line, text));
                 }
                 true
             })
@@ -344,6 +449,30 @@ mod tests {
                 (BatchKind::Customers, 2, r#"{"b":[2]}"#.to_owned()),
                 (BatchKind::Customers, 3, "3".to_owned()),
                 (BatchKind::Relations, 1, r#"{"r":1}"#.to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn elements_over_the_limit_are_skipped_and_handed_on_as_oversized() {
+        let big = "x".repeat(200);
+        let text = format!(
+            r#"{{"customers":[{{"a":1}},{{"b":"{big}"}},{{"c":3}}],"relations":[{{"r":"{big}"}},{{"r":2}}],"customers":[{{"d":"{big}"}},{{"e":5}}]}}"#
+        );
+        let (_f, b) = body(&text);
+        let got = read_all(&mut b.unwrap(), 2);
+        let over = "OVERSIZED 64".to_owned();
+        assert_eq!(
+            got,
+            vec![
+                (BatchKind::Customers, 1, r#"{"a":1}"#.to_owned()),
+                (BatchKind::Customers, 2, over.clone()),
+                (BatchKind::Customers, 3, r#"{"c":3}"#.to_owned()),
+                // A repeated key: its array counts from 1 again, and its own element is skipped.
+                (BatchKind::Customers, 1, over.clone()),
+                (BatchKind::Customers, 2, r#"{"e":5}"#.to_owned()),
+                (BatchKind::Relations, 1, over),
+                (BatchKind::Relations, 2, r#"{"r":2}"#.to_owned()),
             ]
         );
     }

@@ -41,6 +41,13 @@ pub enum RawBody {
     Fields(::csv::ByteRecord),
     /// The JSON text of one object (parsed on the checker threads).
     Json(Vec<u8>),
+    /// A record longer than the pipeline's `max_record_bytes`: not kept (a CSV source skips to
+    /// the next line end, NDJSON to the end of its line, a JSON body past the element). It is
+    /// rejected as a whole.
+    Oversized {
+        /// The limit it went over, in bytes.
+        limit: u64,
+    },
 }
 
 /// What the records of a batch are.

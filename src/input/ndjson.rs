@@ -14,15 +14,46 @@ pub struct NdjsonSource {
     pub name: String,
     reader: BufReader<Box<dyn Read + Send>>,
     line: u64,
+    max_record_bytes: u64,
 }
 
 impl NdjsonSource {
-    /// Wraps an opened input.
-    pub fn from_input(input: OpenedInput) -> Self {
+    /// Wraps an opened input whose lines may be up to `max_record_bytes` long.
+    pub fn from_input(input: OpenedInput, max_record_bytes: u64) -> Self {
         NdjsonSource {
             name: input.name,
             reader: BufReader::with_capacity(1 << 16, input.reader),
             line: 0,
+            max_record_bytes,
+        }
+    }
+
+    /// Reads one line (with its `\n`) into `buf`, keeping at most `max_record_bytes` of it;
+    /// returns the bytes read (0 at the end) and whether the line was longer than that.
+    fn read_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+        let (mut read, mut over) = (0, false);
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok((read, over));
+            }
+            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..=i], true),
+                None => (available, false),
+            };
+            let room = (self.max_record_bytes as usize).saturating_sub(buf.len());
+            if chunk.len() > room {
+                over = true;
+            }
+            if !over {
+                buf.extend_from_slice(chunk);
+            }
+            let n = chunk.len();
+            self.reader.consume(n);
+            read += n;
+            if done {
+                return Ok((read, over));
+            }
         }
     }
 
@@ -32,26 +63,32 @@ impl NdjsonSource {
         let mut records = Vec::with_capacity(batch_size.min(1 << 16));
         loop {
             let mut buf = Vec::new();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut buf)
+            let (n, over) = self
+                .read_line(&mut buf)
                 .with_context(|| format!("cannot read {}", self.name))?;
             if n == 0 {
                 break;
             }
             self.line += 1;
-            if self.line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
-                buf.drain(..3);
-            }
-            while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                buf.pop();
-            }
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+            let body = if over {
+                RawBody::Oversized {
+                    limit: self.max_record_bytes,
+                }
+            } else {
+                if self.line == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3);
+                }
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                RawBody::Json(buf)
+            };
             records.push(RawRecord {
                 line: self.line,
-                body: RawBody::Json(buf),
+                body,
                 memo: Default::default(),
             });
             if records.len() >= batch_size {
@@ -72,11 +109,14 @@ mod tests {
     #[test]
     fn lines_keep_their_numbers_and_blank_lines_are_skipped() {
         let text = "\u{feff}{\"a\":1}\r\n\n  \n{\"b\":2}\nnot json";
-        let mut src = NdjsonSource::from_input(OpenedInput {
-            name: "t".into(),
-            size: None,
-            reader: Box::new(text.as_bytes()),
-        });
+        let mut src = NdjsonSource::from_input(
+            OpenedInput {
+                name: "t".into(),
+                size: None,
+                reader: Box::new(text.as_bytes()),
+            },
+            1 << 20,
+        );
         let mut got = Vec::new();
         let done = src
             .read_into(2, &mut |kind, batch| {
@@ -90,7 +130,7 @@ mod tests {
             .into_iter()
             .map(|r| match r.body {
                 RawBody::Json(b) => (r.line, String::from_utf8(b).unwrap()),
-                RawBody::Fields(_) => panic!("json expected"),
+                RawBody::Fields(_) | RawBody::Oversized { .. } => panic!("json expected"),
             })
             .collect();
         assert_eq!(
@@ -99,6 +139,46 @@ mod tests {
                 (1, "{\"a\":1}".to_owned()),
                 (4, "{\"b\":2}".to_owned()),
                 (5, "not json".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_oversized_line_is_one_row_and_the_next_lines_are_read() {
+        let mut text = b"{\"a\":1}\n{\"big\":\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 200_000));
+        text.extend(b"\"}\n{\"b\":2}\n");
+        let mut src = NdjsonSource::from_input(
+            OpenedInput {
+                name: "t".into(),
+                size: None,
+                reader: Box::new(std::io::Cursor::new(text)),
+            },
+            4096,
+        );
+        let mut got = Vec::new();
+        src.read_into(10, &mut |_, batch| {
+            got.extend(batch);
+            true
+        })
+        .unwrap();
+        let got: Vec<(u64, Option<String>)> = got
+            .into_iter()
+            .map(|r| match r.body {
+                RawBody::Json(b) => (r.line, Some(String::from_utf8(b).unwrap())),
+                RawBody::Oversized { limit } => {
+                    assert_eq!(limit, 4096);
+                    (r.line, None)
+                }
+                RawBody::Fields(_) => panic!("json expected"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, Some("{\"a\":1}".to_owned())),
+                (2, None),
+                (3, Some("{\"b\":2}".to_owned()))
             ]
         );
     }

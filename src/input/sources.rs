@@ -81,11 +81,11 @@ pub fn open_sources(plan: &Plan) -> anyhow::Result<Sources> {
             Format::Csv | Format::Tsv => {
                 let opened = crate::input::open(&spec.name, encoding, Arc::clone(&bytes_read))?;
                 let size = opened.size;
-                let source = CsvSource::from_input(opened, spec.dialect)?.ok_or_else(|| {
-                    crate::error::HeaderError::Empty {
-                        input: spec.name.clone(),
-                    }
-                })?;
+                let source =
+                    CsvSource::from_input(opened, spec.dialect, plan.settings.max_record_bytes)?
+                        .ok_or_else(|| crate::error::HeaderError::Empty {
+                            input: spec.name.clone(),
+                        })?;
                 let header = HeaderMap::from_header(&source.header, &source.name, &plan.settings)
                     .with_context(|| format!("pipeline {}", plan.settings.name))?;
                 (Source::Csv(source), Layout::Columns(header), size)
@@ -95,13 +95,21 @@ pub fn open_sources(plan: &Plan) -> anyhow::Result<Sources> {
                 let size = opened.size;
                 let keys = KeyMap::new(&plan.settings, false);
                 (
-                    Source::Ndjson(NdjsonSource::from_input(opened)),
+                    Source::Ndjson(NdjsonSource::from_input(
+                        opened,
+                        plan.settings.max_record_bytes,
+                    )),
                     Layout::Keys(keys),
                     size,
                 )
             }
             Format::Json => {
-                let body = JsonBody::open(&spec.name, encoding, Arc::clone(&bytes_read))?;
+                let body = JsonBody::open(
+                    &spec.name,
+                    encoding,
+                    Arc::clone(&bytes_read),
+                    plan.settings.max_record_bytes,
+                )?;
                 sources.verify_input |= body.flags.verify_input;
                 sources.disable_risk_scan |= body.flags.disable_risk_scan;
                 let size = std::fs::metadata(&spec.name).ok().map(|m| m.len());

@@ -267,7 +267,66 @@ fn a_record_with_broken_quoting_is_one_rejected_row() {
     assert_eq!(ids(&report, "added"), ["Q-1"]);
 }
 
+/// A record longer than `max_record_bytes` (a runaway field, an unclosed quote) is one rejected
+/// row naming its line; the rows around it load, and the reader's memory stays bounded.
+fn an_oversized_record_is_one_rejected_row() {
+    let env = TestEnv::with_config(
+        "[pipelines.customers]\nmax_record_bytes = 4096\n[pipelines.lines]\nformat = \"ndjson\"\nmax_record_bytes = 4096\n[pipelines.body]\nformat = \"json\"\nmax_record_bytes = 4096\n",
+    );
+    let big = "x".repeat(100_000);
+    let csv = env.write(
+        "big.csv",
+        format!(
+            "external_id,full_name,comment\nO-1,Ann,fine\nO-2,Bo,{big}\nO-3,Cy,\"open {big}\nO-4,Di,fine\n"
+        ),
+    );
+    let run = env.run(&["run", "customers", &csv, "--report", "r.json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("r.json");
+    assert_eq!(
+        errors(&report),
+        vec![
+            issue(3, "", "INVALID_DATA", "record"),
+            issue(4, "", "INVALID_DATA", "record"),
+        ]
+    );
+    let detail = report["detail"][0]["errors"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("max_record_bytes (4096 bytes)"), "{detail}");
+    assert_eq!(ids(&report, "added"), ["O-1", "O-4"]);
+
+    let ndjson = env.write(
+        "big.ndjson",
+        format!(
+            "{{\"external_id\":\"N-1\",\"full_name\":\"Ann\"}}\n{{\"external_id\":\"N-2\",\"comment\":\"{big}\"}}\n{{\"external_id\":\"N-3\",\"full_name\":\"Cy\"}}\n"
+        ),
+    );
+    let run = env.run(&["run", "lines", &ndjson, "--report", "n.json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("n.json");
+    assert_eq!(
+        errors(&report),
+        vec![issue(2, "", "INVALID_DATA", "record")]
+    );
+    assert_eq!(ids(&report, "added"), ["N-1", "N-3"]);
+
+    let json = env.write(
+        "big.json",
+        format!(
+            "{{\"customers\":[{{\"external_id\":\"J-1\",\"full_name\":\"Ann\"}},{{\"external_id\":\"J-2\",\"comment\":\"{big}\"}},{{\"external_id\":\"J-3\",\"full_name\":\"Cy\"}}]}}"
+        ),
+    );
+    let run = env.run(&["run", "body", &json, "--report", "j.json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("j.json");
+    assert_eq!(
+        errors(&report),
+        vec![issue(2, "", "INVALID_DATA", "record")]
+    );
+    assert_eq!(ids(&report, "added"), ["J-1", "J-3"]);
+}
+
 crate::on_both_backends!(
+    an_oversized_record_is_one_rejected_row,
     quoted_newlines_keep_line_numbers_lf_and_crlf,
     quotes_and_newlines_inside_fields,
     spectrum_values_are_stored_verbatim,

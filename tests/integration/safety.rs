@@ -200,6 +200,76 @@ fn a_csv_line_with_millions_of_fields_is_a_row_error() {
         .contains("2000002 fields"));
 }
 
+/// Peak resident memory of a running process, from `/proc/<pid>/status`.
+#[cfg(target_os = "linux")]
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// 256 MiB with no line end, fed through stdin, costs the reader no more than the record limit:
+/// the process is measured while it still waits for the rest of its input.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_runaway_record_does_not_take_the_memory() {
+    use std::io::Write;
+    use std::process::Stdio;
+    for (format, head) in [
+        ("csv", &b"external_id,full_name\nR-1,Ann\nR-2,"[..]),
+        (
+            "ndjson",
+            &b"{\"external_id\":\"R-1\",\"full_name\":\"Ann\"}\n{\"full_name\":\""[..],
+        ),
+    ] {
+        let env = TestEnv::with_config(&format!(
+            "[pipelines.c]\nformat = \"{format}\"\nmax_record_bytes = 1048576\n"
+        ));
+        let mut child = env
+            .spawnable()
+            .args(["run", "c", "-", "--report", "r.json"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(head).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..256 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin.flush().unwrap();
+        // The pipe holds at most 64 KiB: all but that much has been read by now.
+        let peak = peak_rss_bytes(child.id());
+        stdin.write_all(b"\n").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            peak < 96 << 20,
+            "{format}: peak RSS {} MiB while reading a 256 MiB record",
+            peak >> 20
+        );
+        let report = env.report("r.json");
+        assert_eq!(report["summary"]["added"], 1, "{format}");
+        assert_eq!(
+            report["detail"][0]["line"],
+            3 - u64::from(format == "ndjson"),
+            "{format}"
+        );
+    }
+}
+
 crate::on_both_backends!(
     no_plaintext_password_or_url_password_anywhere,
     sql_formula_and_control_character_payloads_are_stored_verbatim,
