@@ -377,7 +377,7 @@ pub fn input_json(data: &[u8]) -> usize {
     with_temp_input(data, "json", |name| {
         let plan = &*PERMISSIVE_PLAN;
         let mut body = match JsonBody::open(
-            name,
+            crate::input::InputFile::new(name),
             encoding_rs::UTF_8,
             Arc::new(AtomicU64::new(0)),
             FUZZ_RECORD_BYTES,

@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::record::dates::{self, Decisions};
 use crate::rejects::RejectsWriter;
 use crate::report::ReportWriter;
-use crate::store::upsert::{RunState, WriteOptions};
+use crate::store::upsert::{RunState, Winners, WriteOptions};
 use crate::store::Store;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,18 +126,28 @@ pub async fn execute(
         names: plan.input_names(),
         by_record: sources.layouts.iter().map(Layout::counts_records).collect(),
     };
+    let layouts = Arc::new(sources.layouts);
+    let winners = match sources.look_ahead {
+        None => None,
+        Some(readers) => match find_winners(plan, readers, &layouts, &pool, &mut interrupt).await {
+            Ok(Some(w)) => Some(w),
+            Ok(None) => return Ending::Interrupted,
+            Err(e) => return Ending::Fatal(e),
+        },
+    };
     let raw_rx = spawn_reader(sources.readers, plan.batch_size, Arc::clone(&stop));
     // Best effort: without it, every record is checked in full.
     let lookup = store
         .file()
         .and_then(|f| memo::Lookup::open(f).ok().flatten());
-    let layouts = Arc::new(sources.layouts);
     let mut checked_rx = spawn_checker(
         raw_rx,
         Arc::clone(&layouts),
         plan,
         Arc::clone(&pool),
         lookup,
+        // A dry run with nothing to look up has no use for the hashes.
+        !plan.verify_only,
     );
     let recheck = crate::check::Rechecker {
         layouts: &layouts,
@@ -159,7 +169,7 @@ pub async fn execute(
         recheck: Some(&recheck),
         dry_overlay,
     };
-    let mut state = RunState::default();
+    let mut state = RunState::new(winners);
     let ending = write_all(
         plan,
         &mut state,
@@ -176,15 +186,63 @@ pub async fn execute(
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    if let Err(e) = report.add_superseded(state.take_superseded()) {
-        return Ending::Fatal(e);
-    }
     if !matches!(ending, Ending::Completed | Ending::Stopped(_)) {
         // Best effort: the batch in flight must not stay open. A failure here changes nothing
         // for the user: an open transaction is rolled back when the connection closes.
         store.rollback().await.ok();
     }
     ending
+}
+
+/// Under `last_wins`: reads and checks every input once before anything is written, noting the
+/// last accepted row of each external_id (the only one the run writes). `None` when an
+/// interrupt came first.
+async fn find_winners(
+    plan: &Plan,
+    readers: Vec<Source>,
+    layouts: &Arc<Vec<Layout>>,
+    pool: &Arc<rayon::ThreadPool>,
+    interrupt: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<Winners>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let raw = spawn_reader(readers, plan.batch_size, Arc::clone(&stop));
+    // Checked in full, with no memo: what matters is which rows the checks accept.
+    let mut rx = spawn_checker(
+        raw,
+        Arc::clone(layouts),
+        plan,
+        Arc::clone(pool),
+        None,
+        false,
+    );
+    let mut winners = Winners::default();
+    let found = loop {
+        let message = tokio::select! {
+            biased;
+            () = crate::interrupt::interrupted(interrupt) => break Ok(None),
+            m = rx.recv() => m,
+        };
+        match message {
+            Some(Ok(Some(CheckedChunk {
+                batch: CheckedBatch::Customers(rows),
+                ..
+            }))) => {
+                if let Err(e) = rows.iter().try_for_each(|row| winners.note(row)) {
+                    break Err(e);
+                }
+            }
+            Some(Ok(Some(_))) => {}
+            Some(Ok(None)) => break Ok(Some(winners)),
+            Some(Err(e)) => break Err(e),
+            None => {
+                break Err(anyhow::anyhow!(
+                    "internal error: the reader or checker stopped before the end of the input"
+                ))
+            }
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    found
 }
 
 /// The writer loop: one transaction per batch, or one for the whole run (verify-only,
@@ -488,10 +546,10 @@ fn spawn_checker(
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
     lookup: Option<memo::Lookup>,
+    hashes_wanted: bool,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
-    let dry_run = plan.verify_only;
     let fingerprints = layouts
         .iter()
         .map(|l| match l {
@@ -510,7 +568,7 @@ fn spawn_checker(
             held_rows: 0,
             fingerprints,
             lookup,
-            dry_run,
+            hashes_wanted,
         };
         for message in raw {
             let delivered = match message {
@@ -540,8 +598,8 @@ struct Checker {
     fingerprints: Vec<Option<u128>>,
     /// Reads the stored memo hashes (SQLite, when any customer has one).
     lookup: Option<memo::Lookup>,
-    /// A verify-only run (it stores no hashes).
-    dry_run: bool,
+    /// Record hashes are stored (not in a dry run) or looked up (when `lookup` is set).
+    hashes_wanted: bool,
 }
 
 impl Checker {
@@ -575,8 +633,7 @@ impl Checker {
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
         for mut batch in std::mem::take(&mut self.held) {
-            // A dry run with nothing to look up has no use for the hashes.
-            let hashes_used = self.lookup.is_some() || !self.dry_run;
+            let hashes_used = self.lookup.is_some() || self.hashes_wanted;
             if let (Some(fingerprint), Layout::Columns(header), BatchKind::Customers, true) = (
                 self.fingerprints[batch.input],
                 &self.layouts[batch.input],

@@ -10,12 +10,12 @@ use crate::check::relation::CheckedRelation;
 use crate::check::Checked;
 use crate::input::InputNames;
 use crate::store::relations::RelationOutcome;
-use crate::store::upsert::{RowOutcome, Superseded};
+use crate::store::upsert::RowOutcome;
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// How a run ended, as the report's `status`.
@@ -185,23 +185,6 @@ impl Spool {
         other.clear()
     }
 
-    /// The entries written so far, one JSON text each.
-    fn entries(&mut self) -> anyhow::Result<impl Iterator<Item = std::io::Result<String>> + '_> {
-        self.file.flush()?;
-        let file = self.file.get_mut();
-        file.seek(SeekFrom::Start(0))?;
-        // Entries are written as "\n    {json}" with a "," before all but the first, so each
-        // line after the first empty one holds one entry, possibly ending in ",".
-        let lines = std::io::BufReader::new(Read::by_ref(file)).lines();
-        Ok(lines.filter_map(|line| match line {
-            Ok(l) => {
-                let t = l.trim().trim_end_matches(',');
-                (!t.is_empty()).then(|| Ok(t.to_owned()))
-            }
-            Err(e) => Some(Err(e)),
-        }))
-    }
-
     fn clear(&mut self) -> anyhow::Result<()> {
         self.file.flush()?;
         let file = self.file.get_mut();
@@ -235,8 +218,6 @@ struct Staged {
     updated: u64,
     unchanged: u64,
     with_warnings: u64,
-    /// Earlier "unchanged" rows whose customer a later row of the run changed (`last_wins`).
-    retracted_unchanged: u64,
     relations_added: u64,
     relations_updated: u64,
 }
@@ -290,10 +271,7 @@ impl ReportWriter {
                     })?;
                     self.staged.added += 1;
                 }
-                RowOutcome::Updated(id) | RowOutcome::UpdatedAfterUnchanged(id) => {
-                    if matches!(outcome, RowOutcome::UpdatedAfterUnchanged(_)) {
-                        self.staged.retracted_unchanged += 1;
-                    }
+                RowOutcome::Updated(id) => {
                     self.staged_updated.push(&IdEntry {
                         customer_id: Some(id),
                         external_id: &row.external_id,
@@ -301,7 +279,7 @@ impl ReportWriter {
                     self.staged.updated += 1;
                 }
                 RowOutcome::Unchanged(_) => self.staged.unchanged += 1,
-                RowOutcome::Merged => {}
+                RowOutcome::Superseded => {}
                 RowOutcome::Rejected => self.summary.rejected += 1,
             }
             if !row.issues.is_empty() {
@@ -368,8 +346,7 @@ impl ReportWriter {
         let s = self.staged;
         self.summary.added += s.added;
         self.summary.updated += s.updated;
-        self.summary.unchanged =
-            (self.summary.unchanged + s.unchanged).saturating_sub(s.retracted_unchanged);
+        self.summary.unchanged += s.unchanged;
         self.summary.with_warnings += s.with_warnings;
         self.summary.relations_added += s.relations_added;
         self.summary.relations_updated += s.relations_updated;
@@ -393,88 +370,6 @@ impl ReportWriter {
     /// Rows read and rows rejected so far, staged or not.
     pub fn rows_and_rejected(&self) -> (u64, u64) {
         (self.summary.rows, self.summary.rejected)
-    }
-
-    /// Gives each row replaced under `last_wins` its `SUPERSEDED` warning, in input order: the
-    /// detail spool is rewritten once, merging the (few) superseded rows into it.
-    pub fn add_superseded(&mut self, mut rows: Vec<Superseded>) -> anyhow::Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        rows.sort_by_key(|r| (r.input, r.line));
-        let mut old = std::mem::replace(&mut self.detail, Spool::new()?);
-        let mut pending = rows.into_iter().peekable();
-        for entry in old.entries()? {
-            let mut entry: serde_json::Value = serde_json::from_str(&entry?)?;
-            // Relations follow every customer of their input.
-            let position = if entry["kind"] == "relation" {
-                u64::MAX
-            } else {
-                entry["line"]
-                    .as_u64()
-                    .or_else(|| entry["record"].as_u64())
-                    .unwrap_or(0)
-            };
-            let key = (self.input_index(&entry), position);
-            while let Some(row) = pending.next_if(|r| (r.input, r.line) < key) {
-                self.push_superseded(&row, None)?;
-            }
-            match pending.next_if(|r| (r.input, r.line) == key) {
-                Some(row) => self.push_superseded(&row, Some(&mut entry))?,
-                None => self.detail.push(&entry)?,
-            }
-        }
-        for row in pending {
-            self.push_superseded(&row, None)?;
-        }
-        Ok(())
-    }
-
-    fn input_index(&self, entry: &serde_json::Value) -> usize {
-        entry["input"]
-            .as_str()
-            .and_then(|name| self.inputs.names.iter().position(|i| i == name))
-            .unwrap_or(0)
-    }
-
-    fn push_superseded(
-        &mut self,
-        row: &Superseded,
-        entry: Option<&mut serde_json::Value>,
-    ) -> anyhow::Result<()> {
-        let warning = Issue::new(
-            Code::Superseded,
-            "external_id",
-            format!(
-                "replaced by the row of {} with the same external_id (on_duplicate = \"last_wins\")",
-                self.inputs.place(row.by_input, row.by_line)
-            ),
-        );
-        let warning = serde_json::to_value(&warning)?;
-        match entry {
-            Some(entry) => {
-                let rejected = entry["errors"].as_array().is_some_and(|e| !e.is_empty());
-                let warned = entry["warnings"].as_array().is_some_and(|w| !w.is_empty());
-                if !rejected && !warned {
-                    self.summary.with_warnings += 1;
-                }
-                if let Some(w) = entry["warnings"].as_array_mut() {
-                    w.push(warning);
-                }
-                self.detail.push(entry)
-            }
-            None => {
-                self.summary.with_warnings += 1;
-                let mut fresh = serde_json::json!({"external_id": row.external_id});
-                if let Some(name) = self.inputs.detail_name(row.input) {
-                    fresh["input"] = name.into();
-                }
-                fresh[self.inputs.position_key(row.input)] = row.line.into();
-                fresh["errors"] = serde_json::json!([]);
-                fresh["warnings"] = serde_json::json!([warning]);
-                self.detail.push(&fresh)
-            }
-        }
     }
 
     /// Writes the report document.

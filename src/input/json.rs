@@ -13,7 +13,7 @@
 //! The scan also measures every element: one longer than `max_record_bytes` is skipped by the
 //! later passes (never held in memory) and handed on as [`RawBody::Oversized`], a rejected row.
 
-use crate::input::{open_path, BatchKind, Emit, RawBody, RawRecord};
+use crate::input::{BatchKind, Emit, InputFile, RawBody, RawRecord};
 use anyhow::Context;
 use encoding_rs::Encoding;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -21,7 +21,6 @@ use serde_json::value::RawValue;
 use std::cell::Cell;
 use std::fmt;
 use std::io::Read;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -40,14 +39,14 @@ pub struct BodyFlags {
 }
 
 /// A JSON body input, scanned and ready to stream.
+#[derive(Debug, Clone)]
 pub struct JsonBody {
     /// Name used in reports (`-` for stdin).
     pub name: String,
     /// What the scan found.
     pub flags: BodyFlags,
-    path: PathBuf,
-    /// Holds spooled stdin alive until the run ends.
-    _spool: Option<tempfile::TempPath>,
+    /// The body's file (stdin spooled).
+    input: InputFile,
     encoding: &'static Encoding,
     bytes_read: Arc<AtomicU64>,
     limit: u64,
@@ -83,25 +82,17 @@ impl JsonBody {
     /// Opens and scans a body whose elements may be up to `max_record_bytes` long; a syntax
     /// error or a wrong shape is an error naming its line.
     pub fn open(
-        name: &str,
+        input: InputFile,
         encoding: &'static Encoding,
         bytes_read: Arc<AtomicU64>,
         max_record_bytes: u64,
     ) -> anyhow::Result<Self> {
-        let (path, spool) = if name == "-" {
-            let mut tmp = tempfile::NamedTempFile::new()
-                .context("cannot create a temp file to hold stdin")?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut tmp).context("cannot read stdin")?;
-            let path = tmp.into_temp_path();
-            (path.to_path_buf(), Some(path))
-        } else {
-            (PathBuf::from(name), None)
-        };
+        let input = input.rereadable()?;
+        let name = input.name.clone();
         let mut body = JsonBody {
-            name: name.to_owned(),
+            name: name.clone(),
             flags: BodyFlags::default(),
-            path,
-            _spool: spool,
+            input,
             encoding,
             bytes_read,
             limit: max_record_bytes,
@@ -127,7 +118,15 @@ impl JsonBody {
     }
 
     fn reader(&self, counter: Arc<AtomicU64>) -> anyhow::Result<Box<dyn Read + Send>> {
-        Ok(open_path(&self.name, &self.path, self.encoding, counter)?.reader)
+        Ok(self.input.open(self.encoding, counter)?.reader)
+    }
+
+    /// The same body, to be read again from the start; its bytes are not counted as progress.
+    pub fn again(&self) -> JsonBody {
+        JsonBody {
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            ..self.clone()
+        }
     }
 
     /// Streams the customers, then the relations, into `emit`; returns false if `emit` stopped.
@@ -404,7 +403,12 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         let name = f.path().to_str().unwrap().to_owned();
-        let opened = JsonBody::open(&name, encoding_rs::UTF_8, Arc::new(AtomicU64::new(0)), 64);
+        let opened = JsonBody::open(
+            InputFile::new(&name),
+            encoding_rs::UTF_8,
+            Arc::new(AtomicU64::new(0)),
+            64,
+        );
         (f, opened)
     }
 

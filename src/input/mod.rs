@@ -94,6 +94,53 @@ pub struct OpenedInput {
     pub reader: Box<dyn Read + Send>,
 }
 
+/// An input as the run names it (`-` for stdin), and the file that holds it: stdin is read as
+/// it comes, or first spooled to a temp file when it has to be read more than once (a JSON
+/// body's passes, a `last_wins` run's look ahead). Clones share the spool; it is removed when
+/// the last one goes.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    /// Name used in reports and errors.
+    pub name: String,
+    spool: Option<Arc<tempfile::TempPath>>,
+}
+
+impl InputFile {
+    /// The input `name`, read where it is.
+    pub fn new(name: &str) -> Self {
+        InputFile {
+            name: name.to_owned(),
+            spool: None,
+        }
+    }
+
+    /// The same input, readable more than once: stdin is copied to a temp file (once).
+    pub fn rereadable(self) -> anyhow::Result<Self> {
+        if self.name != "-" || self.spool.is_some() {
+            return Ok(self);
+        }
+        let mut tmp =
+            tempfile::NamedTempFile::new().context("cannot create a temp file to hold stdin")?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut tmp).context("cannot read stdin")?;
+        Ok(InputFile {
+            name: self.name,
+            spool: Some(Arc::new(tmp.into_temp_path())),
+        })
+    }
+
+    /// Opens it as [`open`] does.
+    pub fn open(
+        &self,
+        encoding: &'static Encoding,
+        bytes_read: Arc<AtomicU64>,
+    ) -> anyhow::Result<OpenedInput> {
+        match &self.spool {
+            Some(path) => open_path(&self.name, path, encoding, bytes_read),
+            None => open(&self.name, encoding, bytes_read),
+        }
+    }
+}
+
 /// Opens `name` (`-` = stdin), gunzips `.gz`, and decodes `encoding` to UTF-8.
 ///
 /// A UTF-16 BOM wins over the configured encoding. UTF-8 input is passed through undecoded so

@@ -1,12 +1,12 @@
 //! Opening every input of a run before anything is written: formats, headers, body scans.
 
-use crate::config::Format;
+use crate::config::{Format, OnDuplicate};
 use crate::input::csv::CsvSource;
 use crate::input::header::{HeaderMap, KeyMap};
 use crate::input::json::JsonBody;
 use crate::input::ndjson::NdjsonSource;
-use crate::input::Emit;
-use crate::plan::Plan;
+use crate::input::{Emit, InputFile};
+use crate::plan::{InputSpec, Plan};
 use anyhow::Context;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -52,6 +52,9 @@ impl Layout {
 pub struct Sources {
     /// Readers in input order.
     pub readers: Vec<Source>,
+    /// Under `on_duplicate = "last_wins"`: the same inputs opened a second time, for the pass
+    /// that finds the last row of each external_id before anything is written.
+    pub look_ahead: Option<Vec<Source>>,
     /// One layout per reader.
     pub layouts: Vec<Layout>,
     /// Bytes read so far, across inputs.
@@ -67,59 +70,77 @@ pub struct Sources {
 /// Opens every input and maps its header; any problem stops the run before anything is written.
 pub fn open_sources(plan: &Plan) -> anyhow::Result<Sources> {
     let bytes_read = Arc::new(AtomicU64::new(0));
+    let look_ahead = plan.settings.on_duplicate == OnDuplicate::LastWins;
     let mut sources = Sources {
         readers: Vec::with_capacity(plan.inputs.len()),
+        look_ahead: look_ahead.then(Vec::new),
         layouts: Vec::with_capacity(plan.inputs.len()),
         bytes_read: Arc::clone(&bytes_read),
         total_bytes: Some(0),
         verify_input: false,
         disable_risk_scan: false,
     };
-    let encoding = plan.settings.encoding;
     for spec in &plan.inputs {
-        let (source, layout, size) = match spec.format {
-            Format::Csv | Format::Tsv => {
-                let opened = crate::input::open(&spec.name, encoding, Arc::clone(&bytes_read))?;
-                let size = opened.size;
-                let source =
-                    CsvSource::from_input(opened, spec.dialect, plan.settings.max_record_bytes)?
-                        .ok_or_else(|| crate::error::HeaderError::Empty {
-                            input: spec.name.clone(),
-                        })?;
-                let header = HeaderMap::from_header(&source.header, &source.name, &plan.settings)
-                    .with_context(|| format!("pipeline {}", plan.settings.name))?;
-                (Source::Csv(source), Layout::Columns(header), size)
-            }
-            Format::Ndjson => {
-                let opened = crate::input::open(&spec.name, encoding, Arc::clone(&bytes_read))?;
-                let size = opened.size;
-                let keys = KeyMap::new(&plan.settings, false);
-                (
-                    Source::Ndjson(NdjsonSource::from_input(
-                        opened,
-                        plan.settings.max_record_bytes,
-                    )),
-                    Layout::Keys(keys),
-                    size,
-                )
-            }
-            Format::Json => {
-                let body = JsonBody::open(
-                    &spec.name,
-                    encoding,
-                    Arc::clone(&bytes_read),
-                    plan.settings.max_record_bytes,
-                )?;
-                sources.verify_input |= body.flags.verify_input;
-                sources.disable_risk_scan |= body.flags.disable_risk_scan;
-                let size = std::fs::metadata(&spec.name).ok().map(|m| m.len());
-                let keys = KeyMap::new(&plan.settings, true);
-                (Source::Body(body), Layout::Keys(keys), size)
-            }
-        };
+        let mut input = InputFile::new(&spec.name);
+        if look_ahead {
+            input = input.rereadable()?;
+        }
+        let (source, layout, size) = open_source(plan, spec, &input, Arc::clone(&bytes_read))?;
+        if let Source::Body(body) = &source {
+            sources.verify_input |= body.flags.verify_input;
+            sources.disable_risk_scan |= body.flags.disable_risk_scan;
+        }
+        if let Some(again) = sources.look_ahead.as_mut() {
+            again.push(match &source {
+                // The scan is done: read the body again without scanning it again.
+                Source::Body(body) => Source::Body(body.again()),
+                _ => open_source(plan, spec, &input, Arc::new(AtomicU64::new(0)))?.0,
+            });
+        }
         sources.total_bytes = sources.total_bytes.zip(size).map(|(a, b)| a + b);
         sources.readers.push(source);
         sources.layouts.push(layout);
     }
     Ok(sources)
+}
+
+/// Opens one input: its reader, its layout and its size when known.
+fn open_source(
+    plan: &Plan,
+    spec: &InputSpec,
+    input: &InputFile,
+    bytes_read: Arc<AtomicU64>,
+) -> anyhow::Result<(Source, Layout, Option<u64>)> {
+    let encoding = plan.settings.encoding;
+    let limit = plan.settings.max_record_bytes;
+    Ok(match spec.format {
+        Format::Csv | Format::Tsv => {
+            let opened = input.open(encoding, bytes_read)?;
+            let size = opened.size;
+            let source = CsvSource::from_input(opened, spec.dialect, limit)?.ok_or_else(|| {
+                crate::error::HeaderError::Empty {
+                    input: spec.name.clone(),
+                }
+            })?;
+            let header = HeaderMap::from_header(&source.header, &source.name, &plan.settings)
+                .with_context(|| format!("pipeline {}", plan.settings.name))?;
+            (Source::Csv(source), Layout::Columns(header), size)
+        }
+        Format::Ndjson => {
+            let opened = input.open(encoding, bytes_read)?;
+            let size = opened.size;
+            let keys = KeyMap::new(&plan.settings, false);
+            (
+                Source::Ndjson(NdjsonSource::from_input(opened, limit)),
+                Layout::Keys(keys),
+                size,
+            )
+        }
+        Format::Json => {
+            let body = JsonBody::open(input.clone(), encoding, bytes_read, limit)?;
+            let size = std::fs::metadata(&spec.name).ok().map(|m| m.len());
+            let keys = KeyMap::new(&plan.settings, true);
+            (Source::Body(body), Layout::Keys(keys), size)
+        }
+    })
 }

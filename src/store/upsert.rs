@@ -2,8 +2,10 @@
 //! the stored rows and owners, [`resolve`](super::resolve) decisions, then the inserts and
 //! updates in input order.
 //!
-//! A batch is cut into segments in which no external_id repeats, so that under
-//! `on_duplicate = "last_wins"` a later row is decided against what the earlier one wrote.
+//! Under `on_duplicate = "reject"` a repeated external_id is rejected here. Under `last_wins`
+//! only the last accepted row of an external_id is written ([`Winners`], found before the run
+//! writes): an earlier row is superseded, so a customer is decided once, against what was
+//! stored before the run, and a re-run of the same file changes nothing.
 
 use super::bulk;
 use super::resolve::{
@@ -37,45 +39,25 @@ pub enum RowOutcome {
     Unchanged(i64),
     /// Not written: the row has an error.
     Rejected,
-    /// Changed a customer that an earlier row of this run had left unchanged: it is listed as
-    /// updated and no longer counts as unchanged.
-    UpdatedAfterUnchanged(i64),
-    /// Applied on top of an earlier row of this run (`last_wins`) that already lists the
-    /// customer: not listed or counted again.
-    Merged,
+    /// Not written: a later row of this run with the same external_id replaces it
+    /// (`last_wins`). It carries a `SUPERSEDED` warning and is neither listed nor counted.
+    Superseded,
 }
 
-/// The reported outcome of an external_id so far in this run.
+/// Where a row is in the run's inputs, packed into 8 bytes (the run keeps one per
+/// external_id): 24 bits input, 40 bits line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listed {
-    Pending,
-    Added,
-    Updated,
-    Unchanged,
-}
-
-/// Where an external_id was last seen and how it is listed, packed into 8 bytes (the run keeps
-/// one per external_id): 2 bits listed, 22 bits input, 40 bits line.
-#[derive(Debug, Clone, Copy)]
 struct Seen(u64);
 
 impl Seen {
     const LINE_BITS: u32 = 40;
-    const INPUT_BITS: u32 = 22;
+    const INPUT_BITS: u32 = 24;
 
-    fn new(input: usize, line: u64, listed: Listed) -> Seen {
-        let mut seen = Seen(0);
-        seen.set_place(input, line);
-        seen.set_listed(listed);
-        seen
-    }
-
-    /// Inputs and lines beyond the bits saturate: only the text of a duplicate's "appeared on"
-    /// could then name a wrong place, never a decision.
-    fn set_place(&mut self, input: usize, line: u64) {
+    /// Inputs and lines beyond the bits saturate (2^24 inputs, 2^40 lines: never in practice).
+    fn new(input: usize, line: u64) -> Seen {
         let input = (input as u64).min((1 << Self::INPUT_BITS) - 1);
         let line = line.min((1 << Self::LINE_BITS) - 1);
-        self.0 = (self.0 & (0b11 << 62)) | (input << Self::LINE_BITS) | line;
+        Seen((input << Self::LINE_BITS) | line)
     }
 
     fn input(self) -> usize {
@@ -85,41 +67,29 @@ impl Seen {
     fn line(self) -> u64 {
         self.0 & ((1 << Self::LINE_BITS) - 1)
     }
-
-    fn listed(self) -> Listed {
-        match self.0 >> 62 {
-            0 => Listed::Pending,
-            1 => Listed::Added,
-            2 => Listed::Updated,
-            _ => Listed::Unchanged,
-        }
-    }
-
-    fn set_listed(&mut self, listed: Listed) {
-        let bits: u64 = match listed {
-            Listed::Pending => 0,
-            Listed::Added => 1,
-            Listed::Updated => 2,
-            Listed::Unchanged => 3,
-        };
-        self.0 = (self.0 & !(0b11 << 62)) | (bits << 62);
-    }
 }
 
-/// An earlier row replaced by a later one under `last_wins`; the report gives it a
-/// `SUPERSEDED` warning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Superseded {
-    /// Input of the earlier row.
-    pub input: usize,
-    /// Line of the earlier row.
-    pub line: u64,
-    /// Its external_id.
-    pub external_id: String,
-    /// Input of the row that replaced it.
-    pub by_input: usize,
-    /// Line of the row that replaced it.
-    pub by_line: u64,
+/// Under `last_wins`: where the last accepted row of each external_id is. The run's inputs are
+/// read and checked once before anything is written to find them (a row can only be known to
+/// be superseded once the rows after it are known). Rejected rows supersede nothing.
+#[derive(Default)]
+pub struct Winners(SpillMap);
+
+impl Winners {
+    /// Notes a checked row: an accepted one takes the place of any earlier row of its
+    /// external_id.
+    pub fn note(&mut self, row: &Checked) -> anyhow::Result<()> {
+        if row.is_rejected() || row.external_id.is_empty() {
+            return Ok(());
+        }
+        let key = xxh3_128(row.external_id.as_bytes());
+        self.0.insert(key, Seen::new(row.input, row.line).0)
+    }
+
+    /// The winning row of an external_id (by its hash), if any row of it was accepted.
+    fn winner(&self, key: u128) -> anyhow::Result<Option<Seen>> {
+        Ok(self.0.get(key)?.map(Seen))
+    }
 }
 
 /// Settings of the writer for one run.
@@ -152,12 +122,14 @@ pub struct WriteOptions<'a> {
 /// What the writer remembers across batches of one run.
 #[derive(Default)]
 pub struct RunState {
-    /// Hash of each external_id seen in this run -> where it was last seen and how it is listed
+    /// `reject`: hash of each external_id seen in this run -> where it was first seen
     /// ([`Seen`]). A 128-bit hash keeps an entry at 24 bytes however long the ids are (a
     /// collision is ~1e-20 likely), and past a few million the entries move to a temporary file.
     seen: SpillMap,
-    /// Rows replaced under `last_wins`, in the order found.
-    superseded: Vec<Superseded>,
+    /// `last_wins`: the row to write for each external_id.
+    winners: Option<Winners>,
+    /// Rows of the batch being written that a later row supersedes.
+    superseded: Vec<usize>,
     /// In a dry run on PostgreSQL: the next id the database's sequence would assign. A dry run
     /// assigns ids itself, as the sequence would, because a sequence is not transactional: a
     /// rolled-back dry run that drew from it would change the ids (and so the explicit
@@ -171,36 +143,12 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// The rows replaced under `last_wins`, for the report.
-    pub fn take_superseded(&mut self) -> Vec<Superseded> {
-        std::mem::take(&mut self.superseded)
-    }
-
-    /// Turns a row's outcome into what the report lists, given earlier rows of the same id.
-    fn list(&mut self, external_id: &str, outcome: RowOutcome) -> anyhow::Result<RowOutcome> {
-        let key = xxh3_128(external_id.as_bytes());
-        let Some(mut seen) = self.seen.get(key)?.map(Seen) else {
-            return Ok(outcome);
-        };
-        let (listed, reported) = match (seen.listed(), outcome) {
-            (_, RowOutcome::Rejected) => (seen.listed(), outcome),
-            (Listed::Added | Listed::Updated, _) => (seen.listed(), RowOutcome::Merged),
-            (Listed::Unchanged, RowOutcome::Updated(id)) => {
-                (Listed::Updated, RowOutcome::UpdatedAfterUnchanged(id))
-            }
-            (Listed::Unchanged, _) => (Listed::Unchanged, RowOutcome::Merged),
-            (_, RowOutcome::Added(_)) => (Listed::Added, outcome),
-            (_, RowOutcome::Updated(_) | RowOutcome::UpdatedAfterUnchanged(_)) => {
-                (Listed::Updated, outcome)
-            }
-            (_, RowOutcome::Unchanged(_)) => (Listed::Unchanged, outcome),
-            (_, RowOutcome::Merged) => (seen.listed(), outcome),
-        };
-        if listed != seen.listed() {
-            seen.set_listed(listed);
-            self.seen.insert(key, seen.0)?;
+    /// The state of a run; under `last_wins`, with the rows to write.
+    pub fn new(winners: Option<Winners>) -> Self {
+        RunState {
+            winners,
+            ..RunState::default()
         }
-        Ok(reported)
     }
 }
 
@@ -216,10 +164,8 @@ impl Store {
             Backend::Sqlite => self.write_batch_sqlite(rows, opts, state).await?,
             Backend::Postgres => self.write_batch_postgres(rows, opts, state).await?,
         };
-        for (row, outcome) in rows.iter().zip(outcomes.iter_mut()) {
-            if !row.external_id.is_empty() {
-                *outcome = state.list(&row.external_id, *outcome)?;
-            }
+        for i in state.superseded.drain(..) {
+            outcomes[i] = RowOutcome::Superseded;
         }
         Ok(outcomes)
     }
@@ -562,8 +508,9 @@ fn part_stop(error: sqlx::Error, part: &[bulk::FullRow], one_by_one: bool) -> St
     }
 }
 
-/// Applies the run's repeated-external_id policy and cuts the accepted rows into segments in
-/// which no external_id repeats.
+/// Applies the run's repeated-external_id policy and cuts the rows to write into segments in
+/// which no external_id repeats. Superseded rows get their warning and are noted in
+/// `state.superseded`.
 pub(super) fn segments(
     rows: &mut [Checked],
     opts: &WriteOptions<'_>,
@@ -576,27 +523,36 @@ pub(super) fn segments(
             continue;
         }
         let key = xxh3_128(row.external_id.as_bytes());
-        let here = Seen::new(row.input, row.line, Listed::Pending);
-        match (state.seen.get(key)?.map(Seen), opts.on_duplicate) {
-            (None, _) => state.seen.insert(key, here.0)?,
-            (Some(first), OnDuplicate::Reject) => row.issues.push(Issue::new(
-                Code::RetDuplicateRecord,
-                "external_id",
-                format!(
-                    "external_id already appeared on {} of this run (on_duplicate = \"reject\")",
-                    opts.inputs.place(first.input(), first.line())
-                ),
-            )),
-            (Some(mut last), OnDuplicate::LastWins) => {
-                state.superseded.push(Superseded {
-                    input: last.input(),
-                    line: last.line(),
-                    external_id: row.external_id.clone(),
-                    by_input: row.input,
-                    by_line: row.line,
-                });
-                last.set_place(row.input, row.line);
-                state.seen.insert(key, last.0)?;
+        let here = Seen::new(row.input, row.line);
+        match opts.on_duplicate {
+            OnDuplicate::Reject => match state.seen.get(key)?.map(Seen) {
+                None => state.seen.insert(key, here.0)?,
+                Some(first) => row.issues.push(Issue::new(
+                    Code::RetDuplicateRecord,
+                    "external_id",
+                    format!(
+                        "external_id already appeared on {} of this run (on_duplicate = \"reject\")",
+                        opts.inputs.place(first.input(), first.line())
+                    ),
+                )),
+            },
+            OnDuplicate::LastWins => {
+                let winner = match &state.winners {
+                    Some(w) if !row.is_rejected() => w.winner(key)?,
+                    _ => None,
+                };
+                if let Some(winner) = winner.filter(|w| *w != here) {
+                    row.issues.push(Issue::new(
+                        Code::Superseded,
+                        "external_id",
+                        format!(
+                            "replaced by the row of {} with the same external_id (on_duplicate = \"last_wins\")",
+                            opts.inputs.place(winner.input(), winner.line())
+                        ),
+                    ));
+                    state.superseded.push(i);
+                    continue;
+                }
             }
         }
         if row.is_rejected() {
@@ -670,14 +626,30 @@ mod tests {
                 recheck: None,
                 dry_overlay: false,
             };
+            let mut first: Vec<Checked> = (0..5).map(|i| row(&format!("X-{i}"), i + 2)).collect();
+            let mut again = vec![row("X-0", 10), row("X-4", 11), row("Y-1", 12)];
+            let mut winners = Winners(SpillMap::with_cap(2));
+            for r in first.iter().chain(&again) {
+                winners.note(r).unwrap();
+            }
+            assert!(winners.0.spilled());
             let mut state = RunState {
                 seen: SpillMap::with_cap(2),
-                ..RunState::default()
+                ..RunState::new((policy == OnDuplicate::LastWins).then_some(winners))
             };
-            let mut first: Vec<Checked> = (0..5).map(|i| row(&format!("X-{i}"), i + 2)).collect();
-            segments(&mut first, &opts, &mut state).unwrap();
-            assert!(state.seen.spilled());
-            let mut again = vec![row("X-0", 10), row("X-4", 11), row("Y-1", 12)];
+            let kept_first = segments(&mut first, &opts, &mut state).unwrap();
+            match policy {
+                OnDuplicate::Reject => {
+                    assert!(state.seen.spilled());
+                    assert_eq!(kept_first, vec![vec![0, 1, 2, 3, 4]]);
+                }
+                OnDuplicate::LastWins => {
+                    assert_eq!(kept_first, vec![vec![1, 2, 3]]);
+                    assert_eq!(std::mem::take(&mut state.superseded), vec![0, 4]);
+                    assert!(first[0].issues[0].detail.contains("line 10"));
+                    assert!(first[4].issues[0].detail.contains("line 11"));
+                }
+            }
             let kept = segments(&mut again, &opts, &mut state).unwrap();
             match policy {
                 OnDuplicate::Reject => {
@@ -691,12 +663,8 @@ mod tests {
                     assert_eq!(kept, vec![vec![2]]);
                 }
                 OnDuplicate::LastWins => {
-                    let lines: Vec<(u64, u64)> = state
-                        .take_superseded()
-                        .iter()
-                        .map(|s| (s.line, s.by_line))
-                        .collect();
-                    assert_eq!(lines, vec![(2, 10), (6, 11)]);
+                    assert!(state.superseded.is_empty());
+                    assert!(again.iter().all(|r| r.issues.is_empty()));
                     assert_eq!(kept, vec![vec![0, 1, 2]]);
                 }
             }
@@ -704,23 +672,24 @@ mod tests {
     }
 
     #[test]
-    fn seen_packs_place_and_listing() {
-        let mut seen = Seen::new(3, 1_234_567, Listed::Pending);
-        assert_eq!(
-            (seen.input(), seen.line(), seen.listed()),
-            (3, 1_234_567, Listed::Pending)
-        );
-        seen.set_listed(Listed::Unchanged);
-        seen.set_place(7, 42);
-        assert_eq!(
-            (seen.input(), seen.line(), seen.listed()),
-            (7, 42, Listed::Unchanged)
-        );
-        seen.set_listed(Listed::Updated);
-        assert_eq!((seen.input(), seen.line()), (7, 42));
-        let huge = Seen::new(usize::MAX, u64::MAX, Listed::Added);
-        assert_eq!(huge.listed(), Listed::Added);
+    fn rejected_rows_supersede_nothing() {
+        let mut winners = Winners::default();
+        let accepted = row("R-1", 2);
+        let mut rejected = row("R-1", 3);
+        rejected.issues.push(Issue::invalid("email", "bad"));
+        winners.note(&accepted).unwrap();
+        winners.note(&rejected).unwrap();
+        let key = xxh3_128(b"R-1");
+        assert_eq!(winners.winner(key).unwrap(), Some(Seen::new(0, 2)));
+    }
+
+    #[test]
+    fn seen_packs_the_place() {
+        let seen = Seen::new(3, 1_234_567);
+        assert_eq!((seen.input(), seen.line()), (3, 1_234_567));
+        let huge = Seen::new(usize::MAX, u64::MAX);
         assert_eq!(huge.line(), (1 << 40) - 1);
+        assert_eq!(huge.input(), (1 << 24) - 1);
         assert_eq!(std::mem::size_of::<Seen>(), 8);
     }
 }

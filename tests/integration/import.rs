@@ -478,6 +478,63 @@ fn last_wins_lists_each_customer_once_and_warns_the_earlier_rows() {
     }
 }
 
+/// Under last_wins only the last accepted row of an external_id is written: a value only an
+/// earlier row had is not applied, a rejected last row leaves the earlier one to win, and stdin
+/// (read twice through a spool) and NDJSON behave like a CSV file.
+fn last_wins_writes_only_the_last_accepted_row() {
+    let env = customers_env("on_duplicate = \"last_wins\"\n");
+    let csv = "external_id,first_name,phone,email\nW-1,Ann,+442079460018,a@x.com\nW-1,Anna,,a@x.com\nW-2,Bo,,b@x.com\nW-2,Bob,,not-an-email\n";
+    let run = env.run_stdin(
+        &[
+            "run",
+            "customers",
+            "-",
+            "--format",
+            "csv",
+            "--report",
+            "r.json",
+        ],
+        csv,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = env.report("r.json");
+    assert_eq!(ids(&report, "added"), ["W-1", "W-2"]);
+    assert_eq!(
+        warnings(&report),
+        vec![issue(2, "W-1", "SUPERSEDED", "external_id")]
+    );
+    assert_eq!(
+        errors(&report),
+        vec![issue(5, "W-2", "INVALID_DATA", "email")]
+    );
+    assert_eq!(report["summary"]["rows"], 4);
+    assert_eq!(report["summary"]["rejected"], 1);
+    let stored =
+        env.query("SELECT external_id, first_name, phone FROM customers ORDER BY external_id");
+    assert_eq!(
+        stored,
+        vec![
+            json!({"external_id": "W-1", "first_name": "Anna", "phone": null}),
+            json!({"external_id": "W-2", "first_name": "Bo", "phone": null}),
+        ]
+    );
+
+    let ndjson = env.write(
+        "n.ndjson",
+        "{\"external_id\":\"W-3\",\"first_name\":\"Cy\"}\n{\"external_id\":\"W-3\",\"first_name\":\"Cyd\"}\n",
+    );
+    let run = env.run(&["run", "customers", &ndjson, "--report", "n.json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = env.report("n.json");
+    assert_eq!(ids(&report, "added"), ["W-3"]);
+    assert_eq!(
+        warnings(&report),
+        vec![issue(1, "W-3", "SUPERSEDED", "external_id")]
+    );
+    let stored = env.query("SELECT first_name FROM customers WHERE external_id = 'W-3'");
+    assert_eq!(stored[0]["first_name"], "Cyd");
+}
+
 fn verify_only_matches_the_real_run_under_policies() {
     let file = "external_id,full_name,email\nC1,Ann,a@x.com\nC2,Bob,d2@x.com\nC3,Cy,bad@\nC4,Di,bad2@\nC5,Ed,e@x.com\n";
     for (extra, args) in [
@@ -720,6 +777,7 @@ crate::on_both_backends!(
     all_or_nothing_rolls_back_everything_when_a_row_is_rejected,
     small_batches_commit_separately_and_keep_order,
     last_wins_lists_each_customer_once_and_warns_the_earlier_rows,
+    last_wins_writes_only_the_last_accepted_row,
     verify_only_matches_the_real_run_under_policies,
     several_inputs_name_the_input_in_detail,
     max_rejected_stops_the_run_with_exit_3,

@@ -144,14 +144,13 @@ fn another_pipeline_checks_in_full_and_refreshes_the_hashes() {
     }
 }
 
-/// Under last_wins, a record whose customer an earlier row of the same run changed cannot be
-/// trusted from the stored hash: it is checked in full and written as any other row.
-fn a_record_changed_earlier_in_the_run_is_checked_in_full() {
+/// Under last_wins only the last row of an external_id is written: a record stored before stays
+/// unchanged (and its memo hit holds) whatever an earlier, superseded row of the run says.
+fn a_superseded_row_does_not_touch_a_stored_record() {
     let env = TestEnv::with_config("[pipelines.customers]\non_duplicate = \"last_wins\"\n");
     let input = file(&env, "in.csv", "");
     run(&env, &input, "1.json", &[]);
-    // M-1 first changed, then as stored: the stored hash matched when the chunk was read, but
-    // the first row changed the customer before the second was written.
+    let before = env.query("SELECT * FROM customers WHERE external_id = 'M-1'");
     let both = env.write(
         "both.csv",
         "external_id,first_name,last_name,email,phone,country_of_residence,desk,password\n\
@@ -159,9 +158,27 @@ fn a_record_changed_earlier_in_the_run_is_checked_in_full() {
          M-1,Ann,Lee,ann@x.com,+442079460018,GB,,\n",
     );
     let report = run(&env, &both, "2.json", &[]);
+    assert_eq!(report["updated"], serde_json::json!([]), "{report}");
+    assert_eq!(report["summary"]["unchanged"], 1, "{report}");
+    assert_eq!(
+        warnings(&report),
+        vec![issue(2, "M-1", "SUPERSEDED", "external_id")]
+    );
+    assert_eq!(
+        env.query("SELECT * FROM customers WHERE external_id = 'M-1'"),
+        before
+    );
+    // The other way round the last row changes the customer, once.
+    let flipped = env.write(
+        "flipped.csv",
+        "external_id,first_name,last_name,email,phone,country_of_residence,desk,password\n\
+         M-1,Ann,Lee,ann@x.com,+442079460018,GB,,\n\
+         M-1,Anna,Lee,ann@x.com,+442079460018,GB,,\n",
+    );
+    let report = run(&env, &flipped, "3.json", &[]);
     assert_eq!(ids(&report, "updated"), ["M-1"]);
     let stored = env.query("SELECT first_name FROM customers WHERE external_id = 'M-1'");
-    assert_eq!(stored[0]["first_name"], "Ann", "the last row wins");
+    assert_eq!(stored[0]["first_name"], "Anna", "the last row wins");
 }
 
 crate::on_both_backends!(
@@ -169,5 +186,5 @@ crate::on_both_backends!(
     reference_data_and_repeats_still_apply_to_unchanged_records,
     an_outside_update_forgets_the_hashes,
     another_pipeline_checks_in_full_and_refreshes_the_hashes,
-    a_record_changed_earlier_in_the_run_is_checked_in_full,
+    a_superseded_row_does_not_touch_a_stored_record,
 );
