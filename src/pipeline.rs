@@ -8,7 +8,7 @@
 //! second one exits at once (the database's journal keeps it consistent).
 
 use crate::check::relation::{check_relation, CheckedRelation};
-use crate::check::{check_batch, memo, Checked};
+use crate::check::{check_batch, external_id_of, memo, Checked};
 use crate::input::sources::{Layout, Source, Sources};
 use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
@@ -194,9 +194,9 @@ pub async fn execute(
     ending
 }
 
-/// Under `last_wins`: reads and checks every input once before anything is written, noting the
-/// last accepted row of each external_id (the only one the run writes). `None` when an
-/// interrupt came first.
+/// Under `last_wins`: reads every input once before anything is written, noting the last row of
+/// each external_id (the only one the run writes). Only the external_id of a CSV record is
+/// checked, on the checker pool. `None` when an interrupt came first.
 async fn find_winners(
     plan: &Plan,
     readers: Vec<Source>,
@@ -205,44 +205,56 @@ async fn find_winners(
     interrupt: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Winners>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let raw = spawn_reader(readers, plan.batch_size, Arc::clone(&stop));
-    // Checked in full, with no memo: what matters is which rows the checks accept.
-    let mut rx = spawn_checker(
-        raw,
-        Arc::clone(layouts),
-        plan,
-        Arc::clone(pool),
-        None,
-        false,
-    );
-    let mut winners = Winners::default();
-    let found = loop {
-        let message = tokio::select! {
-            biased;
-            () = crate::interrupt::interrupted(interrupt) => break Ok(None),
-            m = rx.recv() => m,
-        };
-        match message {
-            Some(Ok(Some(CheckedChunk {
-                batch: CheckedBatch::Customers(rows),
-                ..
-            }))) => {
-                if let Err(e) = rows.iter().try_for_each(|row| winners.note(row)) {
-                    break Err(e);
+    let chunk = chunk_size(plan.batch_size);
+    let check = plan.check.clone();
+    let (layouts, pool, stopped) = (Arc::clone(layouts), Arc::clone(pool), Arc::clone(&stop));
+    let mut reading = tokio::task::spawn_blocking(move || -> anyhow::Result<Winners> {
+        let mut winners = Winners::default();
+        // Auto date formats do not bear on an external_id.
+        let dates = Decisions::new();
+        for (input, mut source) in readers.into_iter().enumerate() {
+            let layout = &layouts[input];
+            let mut failed = Ok(());
+            let mut note = |kind, records: Vec<RawRecord>| {
+                if kind != BatchKind::Customers {
+                    return true;
                 }
-            }
-            Some(Ok(Some(_))) => {}
-            Some(Ok(None)) => break Ok(Some(winners)),
-            Some(Err(e)) => break Err(e),
-            None => {
-                break Err(anyhow::anyhow!(
-                    "internal error: the reader or checker stopped before the end of the input"
-                ))
+                let ids: Vec<String> = pool.install(|| {
+                    records
+                        .par_iter()
+                        .map(|rec| external_id_of(input, rec, layout, &check, &dates))
+                        .collect()
+                });
+                failed = records
+                    .iter()
+                    .zip(&ids)
+                    .try_for_each(|(rec, id)| winners.note(id, input, rec.line));
+                failed.is_ok() && !stopped.load(Ordering::Relaxed)
+            };
+            let read = source.read_into(chunk, &mut note)?;
+            failed?;
+            if !read {
+                break;
             }
         }
+        Ok(winners)
+    });
+    let found = tokio::select! {
+        biased;
+        () = crate::interrupt::interrupted(interrupt) => None,
+        done = &mut reading => Some(done),
     };
-    stop.store(true, Ordering::Relaxed);
-    found
+    match found {
+        Some(done) => Ok(Some(done.map_err(|e| {
+            anyhow::anyhow!("internal error: the look-ahead reader failed: {e}")
+        })??)),
+        None => {
+            stop.store(true, Ordering::Relaxed);
+            // It stops at its next chunk; nothing was written.
+            reading.await.ok();
+            Ok(None)
+        }
+    }
 }
 
 /// The writer loop: one transaction per batch, or one for the whole run (verify-only,

@@ -188,6 +188,49 @@ pub fn check_record(
     row
 }
 
+/// The external_id of a record, as [`check_record`] finds it. A CSV record is checked only
+/// for its external_id (a JSON object in full: its keys are known only once all are read).
+/// Empty when the record has none.
+pub fn external_id_of(
+    input: usize,
+    rec: &RawRecord,
+    layout: &Layout,
+    plan: &CheckPlan,
+    dates: &Decisions,
+) -> String {
+    let (RawBody::Fields(fields), Layout::Columns(header)) = (&rec.body, layout) else {
+        return check_record(input, rec, layout, plan, dates).external_id;
+    };
+    let mut row = Checked {
+        input,
+        line: rec.line,
+        external_id: String::new(),
+        customer: Customer::default(),
+        issues: Vec::new(),
+        raw: None,
+        row_hash: None,
+        raw_hash: None,
+        memo_hit: false,
+    };
+    let only = |field: FieldId| field == IDS.external_id;
+    let mut meta = serde_json::Map::new();
+    if !check_fields(&mut row, fields, header, plan, dates, &mut meta, Some(only)) {
+        return row.external_id;
+    }
+    if let Some((_, constant)) = plan.set.iter().find(|(f, _)| *f == IDS.external_id) {
+        if matches!(
+            row.customer.slot(IDS.external_id),
+            Slot::Absent | Slot::Empty
+        ) {
+            row.customer.set(IDS.external_id, constant.clone());
+        }
+    }
+    row.customer
+        .text(IDS.external_id)
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
 /// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, and
 /// its external_id.
 fn finish_memo_hit(mut row: Checked, plan: &CheckPlan) -> Checked {

@@ -69,21 +69,20 @@ impl Seen {
     }
 }
 
-/// Under `last_wins`: where the last accepted row of each external_id is. The run's inputs are
-/// read and checked once before anything is written to find them (a row can only be known to
-/// be superseded once the rows after it are known). Rejected rows supersede nothing.
+/// Under `last_wins`: where the last row of each external_id is. The run's inputs are read once
+/// for their external_ids before anything is written (a row can only be known to be superseded
+/// once the rows after it are known).
 #[derive(Default)]
 pub struct Winners(SpillMap);
 
 impl Winners {
-    /// Notes a checked row: an accepted one takes the place of any earlier row of its
-    /// external_id.
-    pub fn note(&mut self, row: &Checked) -> anyhow::Result<()> {
-        if row.is_rejected() || row.external_id.is_empty() {
+    /// Notes a row: it takes the place of any earlier row of its external_id.
+    pub fn note(&mut self, external_id: &str, input: usize, line: u64) -> anyhow::Result<()> {
+        if external_id.is_empty() {
             return Ok(());
         }
-        let key = xxh3_128(row.external_id.as_bytes());
-        self.0.insert(key, Seen::new(row.input, row.line).0)
+        let key = xxh3_128(external_id.as_bytes());
+        self.0.insert(key, Seen::new(input, line).0)
     }
 
     /// The winning row of an external_id (by its hash), if any row of it was accepted.
@@ -597,6 +596,30 @@ mod tests {
         }
     }
 
+    fn options<'a>(
+        on_duplicate: OnDuplicate,
+        pool: &'a rayon::ThreadPool,
+        inputs: &'a InputNames,
+        refdata: &'a RefData,
+    ) -> WriteOptions<'a> {
+        WriteOptions {
+            empty: EmptyPolicy::Keep,
+            on_duplicate,
+            ctx: RuleContext {
+                redact_values: false,
+                now: 0,
+            },
+            now: 0,
+            manager_id: None,
+            pool,
+            inputs,
+            refdata,
+            dry_run: false,
+            recheck: None,
+            dry_overlay: false,
+        }
+    }
+
     /// Repeated external_ids are found whether the first row's entry is in memory or spilled.
     #[test]
     fn repeats_are_found_across_a_spill() {
@@ -610,27 +633,12 @@ mod tests {
         };
         let refdata = RefData::default();
         for policy in [OnDuplicate::Reject, OnDuplicate::LastWins] {
-            let opts = WriteOptions {
-                empty: EmptyPolicy::Keep,
-                on_duplicate: policy,
-                ctx: RuleContext {
-                    redact_values: false,
-                    now: 0,
-                },
-                now: 0,
-                manager_id: None,
-                pool: &pool,
-                inputs: &inputs,
-                refdata: &refdata,
-                dry_run: false,
-                recheck: None,
-                dry_overlay: false,
-            };
+            let opts = options(policy, &pool, &inputs, &refdata);
             let mut first: Vec<Checked> = (0..5).map(|i| row(&format!("X-{i}"), i + 2)).collect();
             let mut again = vec![row("X-0", 10), row("X-4", 11), row("Y-1", 12)];
             let mut winners = Winners(SpillMap::with_cap(2));
             for r in first.iter().chain(&again) {
-                winners.note(r).unwrap();
+                winners.note(&r.external_id, r.input, r.line).unwrap();
             }
             assert!(winners.0.spilled());
             let mut state = RunState {
@@ -671,16 +679,31 @@ mod tests {
         }
     }
 
+    /// A rejected row is not written, and it is not superseded either: it keeps its errors.
     #[test]
-    fn rejected_rows_supersede_nothing() {
+    fn a_rejected_row_is_left_as_it_is() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let inputs = InputNames {
+            names: vec!["a.csv".into()],
+            by_record: vec![false],
+        };
+        let refdata = RefData::default();
+        let opts = options(OnDuplicate::LastWins, &pool, &inputs, &refdata);
+        let mut rows = vec![row("R-1", 2), row("R-1", 3), row("R-1", 4)];
+        rows[0].issues.push(Issue::invalid("email", "bad"));
         let mut winners = Winners::default();
-        let accepted = row("R-1", 2);
-        let mut rejected = row("R-1", 3);
-        rejected.issues.push(Issue::invalid("email", "bad"));
-        winners.note(&accepted).unwrap();
-        winners.note(&rejected).unwrap();
-        let key = xxh3_128(b"R-1");
-        assert_eq!(winners.winner(key).unwrap(), Some(Seen::new(0, 2)));
+        for r in &rows {
+            winners.note(&r.external_id, r.input, r.line).unwrap();
+        }
+        let mut state = RunState::new(Some(winners));
+        let kept = segments(&mut rows, &opts, &mut state).unwrap();
+        assert_eq!(kept, vec![vec![2]]);
+        assert_eq!(state.superseded, vec![1]);
+        assert_eq!(rows[0].issues.len(), 1, "{:?}", rows[0].issues);
+        assert_eq!(rows[1].issues[0].code, Code::Superseded);
     }
 
     #[test]
