@@ -12,8 +12,8 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-/// Entries kept in memory before spilling: 7/8 of 2^21 buckets (~50 MB), so that a
-/// million-row file never spills and the table never grows past that size.
+/// Entries kept in memory before spilling: 7/8 of 2^20 buckets (25 bytes each, ~26 MB), so
+/// that the table never grows past that size.
 const DEFAULT_CAP: usize = (1 << 20) / 8 * 7;
 
 /// Page cache of the temporary file, in KiB.
@@ -127,16 +127,30 @@ impl SpillMap {
             let mut st = tx
                 .prepare_cached("INSERT OR REPLACE INTO spill (hi, lo, value) VALUES (?1, ?2, ?3)")
                 .context("writing the run's spill file")?;
-            // In key order: appending to the B-tree instead of splitting pages at random.
-            let mut entries: Vec<(u128, u64)> = self.memory.drain().collect();
-            entries.sort_unstable_by_key(|(k, _)| *k);
-            for (key, value) in entries {
-                let (hi, lo) = halves(key);
-                st.execute((hi, lo, value as i64))
-                    .context("writing the run's spill file")?;
+            // In the table's key order, so that the B-tree is appended to instead of split at
+            // random; a sixteenth of the entries at a time (by their top four bits, in the
+            // order SQLite's signed integers sort them), so that the sorting buffer holds a
+            // sixteenth of the map rather than a copy of it.
+            for part in (8..16u32).chain(0..8) {
+                let mut entries: Vec<(i64, i64, u64)> = self
+                    .memory
+                    .iter()
+                    .filter(|(k, _)| (*k >> 124) as u32 == part)
+                    .map(|(k, v)| {
+                        let (hi, lo) = halves(*k);
+                        (hi, lo, *v)
+                    })
+                    .collect();
+                entries.sort_unstable();
+                for (hi, lo, value) in entries {
+                    st.execute((hi, lo, value as i64))
+                        .context("writing the run's spill file")?;
+                }
             }
         }
         tx.commit().context("writing the run's spill file")?;
+        // The table keeps its buckets: it fills up to the cap again without growing.
+        self.memory.clear();
         Ok(())
     }
 }
@@ -167,6 +181,22 @@ mod tests {
         map.insert(u128::MAX, 1).unwrap();
         assert_eq!(map.get(u128::MAX >> 64).unwrap(), None);
         assert_eq!(map.get(u128::MAX << 64).unwrap(), None);
+    }
+
+    /// Keys from every part of the key space (both signs of each half), spilled twice.
+    #[test]
+    fn keys_of_every_sign_survive_the_spills() {
+        let keys: Vec<u128> = (0..200u128)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+            .collect();
+        let mut map = SpillMap::with_cap(70);
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(*k, i as u64).unwrap();
+        }
+        assert!(map.spilled());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(map.get(*k).unwrap(), Some(i as u64), "{k:x}");
+        }
     }
 
     #[test]
