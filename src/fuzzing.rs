@@ -645,7 +645,7 @@ pub fn rules(data: &[u8]) -> usize {
 fn stored_text(value: &Value) -> Option<String> {
     match value {
         Value::Int(n) => Some(n.to_string()),
-        Value::Text(t) => Some(t.clone()),
+        Value::Text(t) => Some(t.to_string()),
         Value::Secret(_) => None,
     }
 }

@@ -20,6 +20,7 @@ use crate::record::fields::{ids::IDS, FieldId, FIELDS};
 use crate::record::fields::{FieldDef, Kind};
 use crate::record::hash::{row_hash, RowHash};
 use crate::record::{transform, Customer, Slot, Value};
+use compact_str::CompactString;
 use issue::{Code, Issue};
 use rayon::prelude::*;
 use rules::RuleContext;
@@ -49,8 +50,8 @@ pub struct Checked {
     pub input: usize,
     /// 1-based line the record starts on.
     pub line: u64,
-    /// The external_id, or "" when missing.
-    pub external_id: String,
+    /// The external_id, or "" when missing (inline up to 24 bytes, like [`Value::Text`]).
+    pub external_id: CompactString,
     /// The canonical values.
     pub customer: Customer,
     /// Errors and warnings so far.
@@ -131,7 +132,7 @@ pub fn check_record(
     let mut row = Checked {
         input,
         line: rec.line,
-        external_id: String::new(),
+        external_id: CompactString::default(),
         customer: Customer::default(),
         issues: Vec::new(),
         raw: (plan.keep_raw || memo_hit).then(|| rec.body.clone()),
@@ -177,7 +178,7 @@ pub fn check_record(
     }
     check_phone(&mut row, &plan.ctx);
     match row.customer.text(IDS.external_id) {
-        Some(id) => row.external_id = id.to_owned(),
+        Some(id) => row.external_id = id.into(),
         None => row
             .issues
             .push(Issue::invalid("external_id", "external_id is required")),
@@ -199,12 +200,14 @@ pub fn external_id_of(
     dates: &Decisions,
 ) -> String {
     let (RawBody::Fields(fields), Layout::Columns(header)) = (&rec.body, layout) else {
-        return check_record(input, rec, layout, plan, dates).external_id;
+        return check_record(input, rec, layout, plan, dates)
+            .external_id
+            .into();
     };
     let mut row = Checked {
         input,
         line: rec.line,
-        external_id: String::new(),
+        external_id: CompactString::default(),
         customer: Customer::default(),
         issues: Vec::new(),
         raw: None,
@@ -215,7 +218,7 @@ pub fn external_id_of(
     let only = |field: FieldId| field == IDS.external_id;
     let mut meta = serde_json::Map::new();
     if !check_fields(&mut row, fields, header, plan, dates, &mut meta, Some(only)) {
-        return row.external_id;
+        return row.external_id.into();
     }
     if let Some((_, constant)) = plan.set.iter().find(|(f, _)| *f == IDS.external_id) {
         if matches!(
@@ -240,7 +243,7 @@ fn finish_memo_hit(mut row: Checked, plan: &CheckPlan) -> Checked {
         }
     }
     match row.customer.text(IDS.external_id) {
-        Some(id) => row.external_id = id.to_owned(),
+        Some(id) => row.external_id = id.into(),
         // Cannot happen for a record stored before; checked in full, it says why.
         None => row.memo_hit = false,
     }
@@ -259,7 +262,7 @@ fn check_fields(
     only: Option<fn(FieldId) -> bool>,
 ) -> bool {
     if fields.len() != header.columns.len() {
-        row.external_id = best_effort_external_id(fields, header);
+        row.external_id = best_effort_external_id(fields, header).into();
         row.issues.push(Issue::invalid(
             "record",
             format!(
@@ -567,7 +570,8 @@ fn check_phone(row: &mut Checked, ctx: &RuleContext) {
                     rules::quote(def, &e164, ctx)
                 ),
             ));
-            row.customer.set(IDS.phone, Slot::Set(Value::Text(e164)));
+            row.customer
+                .set(IDS.phone, Slot::Set(Value::Text(e164.into())));
         }
         rules::PhoneVerdict::Doubtful => row.issues.push(Issue::new(
             Code::Suspicious,
@@ -601,7 +605,7 @@ fn merge_meta(row: &mut Checked, extra: serde_json::Map<String, serde_json::Valu
     }
     let text = serde_json::Value::Object(object).to_string();
     row.customer
-        .set(IDS.meta_json, Slot::Set(Value::Text(text)));
+        .set(IDS.meta_json, Slot::Set(Value::Text(text.into())));
 }
 
 /// The external_id of a malformed record, if its column is within reach, for the report.

@@ -68,36 +68,37 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
             format!("{}: surrounding spaces removed", def.name),
         ));
     }
-    let checked =
-        match def.kind {
-            Kind::ExternalId | Kind::Text | Kind::Phone => Ok(Value::Text(value.to_owned())),
-            Kind::CustomerId | Kind::Id | Kind::StatusId { .. } => parse_int_in(value, 0, i64::MAX),
-            Kind::Enum { max } => parse_flag(value, max).or_else(|()| parse_int_in(value, 0, max)),
-            Kind::Time => parse_time(value).map(Value::Int).ok_or(()),
-            Kind::BirthDate => return check_birth_date(def, value, ctx, issues),
-            Kind::Email => check_email(value).map(Value::Text),
-            Kind::JsonText => check_json(value, |_| true).map(|()| Value::Text(value.to_owned())),
-            Kind::JsonObject => check_json(value, serde_json::Value::is_object)
-                .map(|()| Value::Text(value.to_owned())),
-            Kind::JsonArray => check_json(value, serde_json::Value::is_array)
-                .map(|()| Value::Text(value.to_owned())),
-            Kind::JsonAny => check_json(value, |_| true).map(|()| Value::Text(value.to_owned())),
-            Kind::List => return list_slot(&split_list(value)),
-            Kind::Desk => return check_desk(def, value, ctx, issues),
-            Kind::Country => {
-                return normalized(
-                    def,
-                    value,
-                    country_code(value).map(str::to_owned),
-                    ctx,
-                    issues,
-                )
-            }
-            Kind::CountryList => return check_country_list(def, value, ctx, issues),
-            Kind::Language => return normalized(def, value, language_code(value), ctx, issues),
-            Kind::Timezone => return normalized(def, value, timezone_name(value), ctx, issues),
-            Kind::Password => unreachable!("handled above"),
-        };
+    let checked = match def.kind {
+        Kind::ExternalId | Kind::Text | Kind::Phone => Ok(Value::Text(value.into())),
+        Kind::CustomerId | Kind::Id | Kind::StatusId { .. } => parse_int_in(value, 0, i64::MAX),
+        Kind::Enum { max } => parse_flag(value, max).or_else(|()| parse_int_in(value, 0, max)),
+        Kind::Time => parse_time(value).map(Value::Int).ok_or(()),
+        Kind::BirthDate => return check_birth_date(def, value, ctx, issues),
+        Kind::Email => check_email(value).map(|e| Value::Text(e.into())),
+        Kind::JsonText => check_json(value, |_| true).map(|()| Value::Text(value.into())),
+        Kind::JsonObject => {
+            check_json(value, serde_json::Value::is_object).map(|()| Value::Text(value.into()))
+        }
+        Kind::JsonArray => {
+            check_json(value, serde_json::Value::is_array).map(|()| Value::Text(value.into()))
+        }
+        Kind::JsonAny => check_json(value, |_| true).map(|()| Value::Text(value.into())),
+        Kind::List => return list_slot(&split_list(value)),
+        Kind::Desk => return check_desk(def, value, ctx, issues),
+        Kind::Country => {
+            return normalized(
+                def,
+                value,
+                country_code(value).map(str::to_owned),
+                ctx,
+                issues,
+            )
+        }
+        Kind::CountryList => return check_country_list(def, value, ctx, issues),
+        Kind::Language => return normalized(def, value, language_code(value), ctx, issues),
+        Kind::Timezone => return normalized(def, value, timezone_name(value), ctx, issues),
+        Kind::Password => unreachable!("handled above"),
+    };
     match checked {
         Ok(v) => Slot::Set(v),
         Err(()) => {
@@ -310,7 +311,7 @@ pub fn list_slot<S: AsRef<str> + serde::Serialize>(items: &[S]) -> Slot {
     }
     // A list of strings always serializes.
     match serde_json::to_string(items) {
-        Ok(json) => Slot::Set(Value::Text(json)),
+        Ok(json) => Slot::Set(Value::Text(json.into())),
         Err(_) => Slot::Empty,
     }
 }
@@ -353,7 +354,7 @@ fn normalized(
                     ),
                 ));
             }
-            Slot::Set(Value::Text(c))
+            Slot::Set(Value::Text(c.into()))
         }
         None => {
             issues.push(Issue::invalid(def.name, rule_text(def, value, ctx)));
@@ -505,7 +506,7 @@ fn check_desk(def: &FieldDef, value: &str, ctx: &RuleContext, issues: &mut Vec<I
             format!("desk {} normalized to upper case", quote(def, value, ctx)),
         ));
     }
-    Slot::Set(Value::Text(upper))
+    Slot::Set(Value::Text(upper.into()))
 }
 
 #[cfg(test)]

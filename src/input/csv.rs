@@ -25,6 +25,9 @@ pub struct CsvSource {
     /// The line the next record starts on (at the latest), for an oversized one.
     next_line: u64,
     done: bool,
+    /// Bytes and fields of the last record: the next one is allocated that size up front
+    /// instead of growing from empty by doubling (several reallocations per record).
+    last_size: (usize, usize),
 }
 
 /// Bytes of the input kept behind the parser: more than the csv reader reads ahead (8 KiB).
@@ -189,6 +192,7 @@ impl CsvSource {
             header,
             reader: Some(reader),
             dialect,
+            last_size: (0, 0),
             line_offset: 0,
             byte_offset: 0,
             next_line,
@@ -205,7 +209,8 @@ impl CsvSource {
                 self.done = true;
                 break;
             };
-            let mut fields = ByteRecord::new();
+            let (bytes, count) = self.last_size;
+            let mut fields = ByteRecord::with_capacity(bytes + bytes / 4, count);
             let read = reader.read_byte_record(&mut fields);
             // A reader rebuilt after an oversized record counts from where the skip ended.
             if let Some((bytes, lines)) = reader.get_mut().skip_end.take() {
@@ -215,8 +220,16 @@ impl CsvSource {
             }
             match read {
                 Ok(true) => {
+                    self.last_size = (fields.as_slice().len(), fields.len());
                     let earliest = fields.position().map_or(1, csv::Position::line);
-                    let line = start_line(reader.position().line(), &fields).max(earliest);
+                    let after = reader.position().line();
+                    // start_line is at most `after - 1`: a record that ends on the line after
+                    // its earliest start needs no count of the newlines inside it.
+                    let line = if after <= earliest + 1 {
+                        earliest
+                    } else {
+                        start_line(after, &fields).max(earliest)
+                    };
                     // A blank CRLF line is one field `\r` of two bytes; a line `""` (one empty
                     // field, quoted as the csv crate writes it) is a record. The blank LF lines
                     // the csv crate skipped before the record are one byte each.

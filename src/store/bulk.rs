@@ -81,7 +81,7 @@ impl FullRow {
             _ => None,
         };
         let external_id = match &full[IDS.external_id] {
-            Some(Value::Text(t)) => t.clone(),
+            Some(Value::Text(t)) => t.to_string(),
             _ => String::new(),
         };
         FullRow {
@@ -326,7 +326,7 @@ pub fn plan(
                 }
             }
             Action::Update { customer_id, .. } => {
-                if let Some(s) = stored.get(&row.external_id) {
+                if let Some(s) = stored.get(row.external_id.as_str()) {
                     let values = resolver.assignments(row);
                     let mut full = FullRow::for_update(i, s, values, *hash);
                     full.raw_hash = row.raw_hash.filter(|_| row.issues.is_empty());

@@ -607,7 +607,8 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             values.push(if def.kind.is_integer() {
                 r.get::<_, Option<i64>>(i)?.map(Value::Int)
             } else {
-                r.get::<_, Option<String>>(i)?.map(Value::Text)
+                r.get::<_, Option<String>>(i)?
+                    .map(|s| Value::Text(s.into()))
             });
         }
         let customer_id = match values[IDS.customer_id] {

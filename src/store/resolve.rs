@@ -147,7 +147,7 @@ impl Resolver<'_> {
         let before = row.issues.len();
         self.check_customer_id(row, Some(customer_id), id_holder);
         if has_reference_values(row) {
-            let stored_brand = stored_brand.map(|b| Value::Text(b.to_owned()));
+            let stored_brand = stored_brand.map(|b| Value::Text(b.into()));
             let brand = self.merged_brand(row, || stored_brand.as_ref());
             self.check_reference(row, &brand);
         }
@@ -267,7 +267,7 @@ impl Resolver<'_> {
             _ => stored_brand(),
         };
         match brand {
-            Some(Value::Text(b)) => b.clone(),
+            Some(Value::Text(b)) => b.to_string(),
             _ => String::new(),
         }
     }
@@ -407,14 +407,14 @@ impl Claims {
                     self.emails.insert(old, None);
                 }
                 if let Some(new) = new_key {
-                    self.emails.insert(new, Some(row.external_id.clone()));
+                    self.emails.insert(new, Some(row.external_id.to_string()));
                 }
             }
         }
         if let Some(id) = row.customer.int(IDS.customer_id).filter(|id| *id > 0) {
             self.ids
                 .entry(id)
-                .or_insert_with(|| row.external_id.clone());
+                .or_insert_with(|| row.external_id.to_string());
         }
     }
 }
@@ -446,7 +446,7 @@ pub fn settle_passwords(
                 };
                 match stored {
                     Some(hash) if secret::password_matches(clear, hash) => Ok(Slot::Absent),
-                    _ => Ok(Slot::Set(Value::Text(secret::hash_password(clear)?))),
+                    _ => Ok(Slot::Set(Value::Text(secret::hash_password(clear)?.into()))),
                 }
             })
             .collect()
@@ -517,7 +517,7 @@ mod tests {
 
     impl Harness<'_> {
         fn resolve(&mut self, row: &mut Checked) -> Action {
-            let stored = self.stored.get(&row.external_id);
+            let stored = self.stored.get(row.external_id.as_str());
             let new_key = self.resolver.new_email_key(row);
             let holders = self.claims.holders(row, &new_key);
             let action = self.resolver.resolve(row, stored, holders);
@@ -857,7 +857,7 @@ mod tests {
                 7,
                 &[
                     ("full_name", Value::Text("A".into())),
-                    ("password", Value::Text(hash)),
+                    ("password", Value::Text(hash.into())),
                 ],
             ),
         )]);
@@ -875,7 +875,7 @@ mod tests {
         ];
         assert!(rows.iter().all(has_clear_password));
         let stored_hash = |ext: &str| match &db.get(ext)?.values[IDS.password] {
-            Some(Value::Text(h)) => Some(h.clone()),
+            Some(Value::Text(h)) => Some(h.to_string()),
             _ => None,
         };
         let pending = (0..rows.len())

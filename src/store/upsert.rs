@@ -275,13 +275,12 @@ impl Store {
             .iter()
             .filter(|&&i| has_clear_password(&rows[i]))
             .map(|&i| {
-                let hash =
-                    stored
-                        .get(&rows[i].external_id)
-                        .and_then(|s| match &s.values[IDS.password] {
-                            Some(Value::Text(h)) => Some(h.clone()),
-                            _ => None,
-                        });
+                let hash = stored.get(rows[i].external_id.as_str()).and_then(|s| {
+                    match &s.values[IDS.password] {
+                        Some(Value::Text(h)) => Some(h.to_string()),
+                        _ => None,
+                    }
+                });
                 (i, hash)
             })
             .collect();
@@ -299,7 +298,7 @@ impl Store {
         let mut hashes: Vec<RowHash> = Vec::with_capacity(segment.len());
         for &i in &segment {
             let row = &mut rows[i];
-            let here = stored.get(&row.external_id);
+            let here = stored.get(row.external_id.as_str());
             let new_key = resolver.new_email_key(row);
             let action = resolver.resolve(row, here, claims.holders(row, &new_key));
             if action != Action::Reject {
@@ -420,7 +419,7 @@ impl Store {
             for row in &rows {
                 let s = stored_from_row(row)?;
                 if let Some(Value::Text(ext)) = &s.values[IDS.external_id] {
-                    out.insert(ext.clone(), s);
+                    out.insert(ext.to_string(), s);
                 }
             }
         }
@@ -472,7 +471,8 @@ fn stored_from_row(row: &sqlx::postgres::PgRow) -> Result<Stored, sqlx::Error> {
         let v = if def.kind.is_integer() {
             row.try_get::<Option<i64>, _>(i)?.map(Value::Int)
         } else {
-            row.try_get::<Option<String>, _>(i)?.map(Value::Text)
+            row.try_get::<Option<String>, _>(i)?
+                .map(|s| Value::Text(s.into()))
         };
         values.push(v);
     }
