@@ -170,6 +170,9 @@ pub async fn execute(
         dry_overlay,
     };
     let mut state = RunState::new(winners);
+    if !plan.verify_only && !plan.all_or_nothing {
+        store.checkpoint_in_background();
+    }
     let ending = write_all(
         plan,
         &mut state,
@@ -185,6 +188,7 @@ pub async fn execute(
         &bytes_read,
     )
     .await;
+    store.stop_background_checkpoints();
     stop.store(true, Ordering::Relaxed);
     if !matches!(ending, Ending::Completed | Ending::Stopped(_)) {
         // Best effort: the batch in flight must not stay open. A failure here changes nothing

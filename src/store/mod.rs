@@ -6,6 +6,7 @@
 //! [`with_conn!`], so a query is written once and runs with the backend's own types.
 
 pub mod bulk;
+pub mod checkpoint;
 mod direct;
 pub mod overlay;
 pub mod reference;
@@ -104,6 +105,8 @@ pub struct Store {
     url: String,
     /// The SQLite database file (none for PostgreSQL and in-memory databases).
     file: Option<std::path::PathBuf>,
+    /// Checkpoints the WAL beside the writer during a load (see [`checkpoint`]).
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl Store {
@@ -133,7 +136,24 @@ impl Store {
             backend,
             url: shown,
             file,
+            checkpointer: None,
         })
+    }
+
+    /// From now on, each commit hands the WAL checkpoint to a thread of its own (SQLite files
+    /// only; best effort). For runs that write many batches.
+    pub fn checkpoint_in_background(&mut self) {
+        if self.checkpointer.is_none() {
+            self.checkpointer = self
+                .file
+                .as_deref()
+                .and_then(checkpoint::Checkpointer::start);
+        }
+    }
+
+    /// Stops the checkpoint thread, after the checkpoint in flight.
+    pub fn stop_background_checkpoints(&mut self) {
+        self.checkpointer = None;
     }
 
     /// Closes the connection. On SQLite the last connection to close checkpoints the WAL into
@@ -182,7 +202,11 @@ impl Store {
 
     /// Commits the open transaction.
     pub async fn commit(&mut self) -> anyhow::Result<()> {
-        self.run_control("COMMIT").await
+        self.run_control("COMMIT").await?;
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
+        Ok(())
     }
 
     /// Rolls back the open transaction, if any.
