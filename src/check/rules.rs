@@ -75,14 +75,12 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
         Kind::Time => parse_time(value).map(Value::Int).ok_or(()),
         Kind::BirthDate => return check_birth_date(def, value, ctx, issues),
         Kind::Email => check_email(value).map(|e| Value::Text(e.into())),
-        Kind::JsonText => check_json(value, |_| true).map(|()| Value::Text(value.into())),
+        Kind::JsonText => check_json(value, JsonShape::Any).map(|()| Value::Text(value.into())),
         Kind::JsonObject => {
-            check_json(value, serde_json::Value::is_object).map(|()| Value::Text(value.into()))
+            check_json(value, JsonShape::Object).map(|()| Value::Text(value.into()))
         }
-        Kind::JsonArray => {
-            check_json(value, serde_json::Value::is_array).map(|()| Value::Text(value.into()))
-        }
-        Kind::JsonAny => check_json(value, |_| true).map(|()| Value::Text(value.into())),
+        Kind::JsonArray => check_json(value, JsonShape::Array).map(|()| Value::Text(value.into())),
+        Kind::JsonAny => check_json(value, JsonShape::Any).map(|()| Value::Text(value.into())),
         Kind::List => return list_slot(&split_list(value)),
         Kind::Desk => return check_desk(def, value, ctx, issues),
         Kind::Country => {
@@ -278,9 +276,24 @@ pub fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-fn check_json(value: &str, shape: fn(&serde_json::Value) -> bool) -> Result<(), ()> {
-    match serde_json::from_str::<serde_json::Value>(value) {
-        Ok(v) if shape(&v) => Ok(()),
+/// The JSON value a field takes.
+#[derive(Clone, Copy)]
+enum JsonShape {
+    Any,
+    Object,
+    Array,
+}
+
+/// Whether `value` is one JSON value of the shape. It is parsed without being built (serde's
+/// `IgnoredAny`): building it cost a map or a vector per row only to drop it. Numbers are
+/// checked for their syntax, not their range (`1e999` is JSON; the column is text).
+fn check_json(value: &str, shape: JsonShape) -> Result<(), ()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(value).map_err(|_| ())?;
+    let first = value.trim_start().as_bytes().first().copied();
+    match (shape, first) {
+        (JsonShape::Any, _) | (JsonShape::Object, Some(b'{')) | (JsonShape::Array, Some(b'[')) => {
+            Ok(())
+        }
         _ => Err(()),
     }
 }
@@ -680,6 +693,13 @@ mod tests {
         assert_eq!(codes(&run("fields", "[1]").1), vec![Code::InvalidData]);
         assert_eq!(run("variations", "[]").1, vec![]);
         assert_eq!(codes(&run("variations", "{}").1), vec![Code::InvalidData]);
+        // The shape is that of the one whole value: no text may follow it.
+        assert_eq!(run("fields", "{ \"a\" : [1, {}] }").1, vec![]);
+        assert_eq!(codes(&run("fields", "{} {}").1), vec![Code::InvalidData]);
+        assert_eq!(codes(&run("variations", "[1] x").1), vec![Code::InvalidData]);
+        assert_eq!(codes(&run("contacts", "\"a\\x\"").1), vec![Code::InvalidData]);
+        assert_eq!(run("contacts", "1e999").1, vec![]);
+        assert_eq!(codes(&run("contacts", "[1,]").1), vec![Code::InvalidData]);
     }
 
     #[test]
