@@ -696,8 +696,14 @@ mod tests {
         // The shape is that of the one whole value: no text may follow it.
         assert_eq!(run("fields", "{ \"a\" : [1, {}] }").1, vec![]);
         assert_eq!(codes(&run("fields", "{} {}").1), vec![Code::InvalidData]);
-        assert_eq!(codes(&run("variations", "[1] x").1), vec![Code::InvalidData]);
-        assert_eq!(codes(&run("contacts", "\"a\\x\"").1), vec![Code::InvalidData]);
+        assert_eq!(
+            codes(&run("variations", "[1] x").1),
+            vec![Code::InvalidData]
+        );
+        assert_eq!(
+            codes(&run("contacts", "\"a\\x\"").1),
+            vec![Code::InvalidData]
+        );
         assert_eq!(run("contacts", "1e999").1, vec![]);
         assert_eq!(codes(&run("contacts", "[1,]").1), vec![Code::InvalidData]);
     }

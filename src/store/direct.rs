@@ -305,10 +305,10 @@ impl<'c, 'o> RowWriter<'c, 'o> {
     /// A dry run that writes nothing: the row is decided against the database and the emails
     /// the rows before it took or gave up, which it then takes or gives up itself.
     fn decide_dry(&mut self, row: &mut Checked) -> anyhow::Result<RowOutcome> {
-        let hash = self.resolver.row_hash(row);
         let probe = self.probe(&row.external_id)?;
         if let Some(p) = &probe {
-            if self.resolver.hash_decides(row) && p.row_hash == Some(hash) {
+            // Hashed only for a stored customer: a dry run over new rows has no use for it.
+            if self.resolver.hash_decides(row) && p.row_hash == Some(self.resolver.row_hash(row)) {
                 return self.decide_same_hash(row, p);
             }
         }
