@@ -498,7 +498,6 @@ pub fn is_special_file(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Customer;
 
     fn one_input() -> InputNames {
         InputNames {
@@ -509,15 +508,9 @@ mod tests {
 
     fn row(ext: &str, line: u64, issues: Vec<Issue>) -> Checked {
         Checked {
-            input: 0,
-            line,
             external_id: ext.into(),
-            customer: Customer::default(),
             issues,
-            raw: None,
-            row_hash: None,
-            raw_hash: None,
-            memo_hit: false,
+            ..Checked::blank(0, line)
         }
     }
 

@@ -69,6 +69,21 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// The row of a record before any check: no values, no issues.
+    pub fn blank(input: usize, line: u64) -> Checked {
+        Checked {
+            input,
+            line,
+            external_id: CompactString::default(),
+            customer: Customer::default(),
+            issues: Vec::new(),
+            raw: None,
+            row_hash: None,
+            raw_hash: None,
+            memo_hit: false,
+        }
+    }
+
     /// Whether any issue rejects the row.
     pub fn is_rejected(&self) -> bool {
         self.issues.iter().any(Issue::is_error)
@@ -130,18 +145,13 @@ pub fn check_record(
 ) -> Checked {
     let memo_hit = matches!(rec.memo, Memo::Hit(_));
     let mut row = Checked {
-        input,
-        line: rec.line,
-        external_id: CompactString::default(),
-        customer: Customer::default(),
-        issues: Vec::new(),
         raw: (plan.keep_raw || memo_hit).then(|| rec.body.clone()),
-        row_hash: None,
         raw_hash: match rec.memo {
             Memo::Hash(h) | Memo::Hit(h) => Some(h),
             Memo::None => None,
         },
         memo_hit,
+        ..Checked::blank(input, rec.line)
     };
     let mut meta = serde_json::Map::new();
     match (&rec.body, layout) {
@@ -169,9 +179,7 @@ pub fn check_record(
         _ => unreachable!("a source yields the records of its layout"),
     }
     for (field, constant) in &plan.set {
-        if matches!(row.customer.slot(*field), Slot::Absent | Slot::Empty) {
-            row.customer.set(*field, constant.clone());
-        }
+        row.customer.fill(*field, constant);
     }
     if !meta.is_empty() {
         merge_meta(&mut row, meta);
@@ -204,29 +212,14 @@ pub fn external_id_of(
             .external_id
             .into();
     };
-    let mut row = Checked {
-        input,
-        line: rec.line,
-        external_id: CompactString::default(),
-        customer: Customer::default(),
-        issues: Vec::new(),
-        raw: None,
-        row_hash: None,
-        raw_hash: None,
-        memo_hit: false,
-    };
+    let mut row = Checked::blank(input, rec.line);
     let only = |field: FieldId| field == IDS.external_id;
     let mut meta = serde_json::Map::new();
     if !check_fields(&mut row, fields, header, plan, dates, &mut meta, Some(only)) {
         return row.external_id.into();
     }
     if let Some((_, constant)) = plan.set.iter().find(|(f, _)| *f == IDS.external_id) {
-        if matches!(
-            row.customer.slot(IDS.external_id),
-            Slot::Absent | Slot::Empty
-        ) {
-            row.customer.set(IDS.external_id, constant.clone());
-        }
+        row.customer.fill(IDS.external_id, constant);
     }
     row.customer
         .text(IDS.external_id)
@@ -238,9 +231,7 @@ pub fn external_id_of(
 /// its external_id.
 fn finish_memo_hit(mut row: Checked, plan: &CheckPlan) -> Checked {
     for (field, constant) in plan.set.iter().filter(|(f, _)| memo::memo_field(*f)) {
-        if matches!(row.customer.slot(*field), Slot::Absent | Slot::Empty) {
-            row.customer.set(*field, constant.clone());
-        }
+        row.customer.fill(*field, constant);
     }
     match row.customer.text(IDS.external_id) {
         Some(id) => row.external_id = id.into(),

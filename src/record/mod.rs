@@ -63,6 +63,13 @@ impl Customer {
         self.slots[id] = slot;
     }
 
+    /// Gives a field a `set` constant of the pipeline, unless the row has a value for it.
+    pub fn fill(&mut self, id: FieldId, constant: &Slot) {
+        if matches!(self.slots[id], Slot::Absent | Slot::Empty) {
+            self.slots[id] = constant.clone();
+        }
+    }
+
     /// The text value of a field, if it has one.
     pub fn text(&self, id: FieldId) -> Option<&str> {
         match &self.slots[id] {

@@ -476,15 +476,9 @@ mod tests {
             customer.set(id_of(name), slot.clone());
         }
         Checked {
-            input: 0,
-            line: 2,
             external_id: ext.into(),
             customer,
-            issues: vec![],
-            raw: None,
-            row_hash: None,
-            raw_hash: None,
-            memo_hit: false,
+            ..Checked::blank(0, 2)
         }
     }
 

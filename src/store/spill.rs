@@ -238,7 +238,11 @@ mod tests {
         // The fourth key makes the map spill; the first three are on disk now.
         assert_eq!(map.insert_new(4, 40).unwrap(), None);
         assert!(map.spilled());
-        assert_eq!(map.memory.capacity(), room, "the table did not grow to spill");
+        assert_eq!(
+            map.memory.capacity(),
+            room,
+            "the table did not grow to spill"
+        );
         assert_eq!(map.insert_new(2, 21).unwrap(), Some(20));
         assert_eq!(map.insert_new(4, 41).unwrap(), Some(40));
         assert_eq!(map.insert_new(5, 50).unwrap(), None);

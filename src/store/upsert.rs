@@ -586,56 +586,60 @@ mod tests {
         let mut customer = Customer::default();
         customer.set(IDS.external_id, Slot::Set(Value::Text(ext.into())));
         Checked {
-            input: 0,
-            line,
             external_id: ext.into(),
             customer,
-            issues: vec![],
-            raw: None,
-            row_hash: None,
-            raw_hash: None,
-            memo_hit: false,
+            ..Checked::blank(0, line)
         }
     }
 
-    fn options<'a>(
-        on_duplicate: OnDuplicate,
-        pool: &'a rayon::ThreadPool,
-        inputs: &'a InputNames,
-        refdata: &'a RefData,
-    ) -> WriteOptions<'a> {
-        WriteOptions {
-            empty: EmptyPolicy::Keep,
-            on_duplicate,
-            ctx: RuleContext {
-                redact_values: false,
+    /// What [`WriteOptions`] borrows: one checker thread, one input, no desks or statuses.
+    struct Fixture {
+        pool: rayon::ThreadPool,
+        inputs: InputNames,
+        refdata: RefData,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                pool: rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap(),
+                inputs: InputNames {
+                    names: vec!["a.csv".into()],
+                    by_record: vec![false],
+                },
+                refdata: RefData::default(),
+            }
+        }
+
+        fn options(&self, on_duplicate: OnDuplicate) -> WriteOptions<'_> {
+            WriteOptions {
+                empty: EmptyPolicy::Keep,
+                on_duplicate,
+                ctx: RuleContext {
+                    redact_values: false,
+                    now: 0,
+                },
                 now: 0,
-            },
-            now: 0,
-            manager_id: None,
-            pool,
-            inputs,
-            refdata,
-            dry_run: false,
-            recheck: None,
-            dry_overlay: false,
+                manager_id: None,
+                pool: &self.pool,
+                inputs: &self.inputs,
+                refdata: &self.refdata,
+                dry_run: false,
+                recheck: None,
+                dry_overlay: false,
+            }
         }
     }
 
     /// Repeated external_ids are found whether the first row's entry is in memory or spilled.
     #[test]
     fn repeats_are_found_across_a_spill() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let inputs = InputNames {
-            names: vec!["a.csv".into()],
-            by_record: vec![false],
-        };
-        let refdata = RefData::default();
+        let fixture = Fixture::new();
         for policy in [OnDuplicate::Reject, OnDuplicate::LastWins] {
-            let opts = options(policy, &pool, &inputs, &refdata);
+            let opts = fixture.options(policy);
             let mut first: Vec<Checked> = (0..5).map(|i| row(&format!("X-{i}"), i + 2)).collect();
             let mut again = vec![row("X-0", 10), row("X-4", 11), row("Y-1", 12)];
             let mut winners = Winners(SpillMap::with_cap(2));
@@ -684,16 +688,8 @@ mod tests {
     /// A rejected row is not written, and it is not superseded either: it keeps its errors.
     #[test]
     fn a_rejected_row_is_left_as_it_is() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let inputs = InputNames {
-            names: vec!["a.csv".into()],
-            by_record: vec![false],
-        };
-        let refdata = RefData::default();
-        let opts = options(OnDuplicate::LastWins, &pool, &inputs, &refdata);
+        let fixture = Fixture::new();
+        let opts = fixture.options(OnDuplicate::LastWins);
         let mut rows = vec![row("R-1", 2), row("R-1", 3), row("R-1", 4)];
         rows[0].issues.push(Issue::invalid("email", "bad"));
         let mut winners = Winners::default();

@@ -294,35 +294,45 @@ fn an_oversized_record_is_one_rejected_row() {
     assert!(detail.contains("max_record_bytes (4096 bytes)"), "{detail}");
     assert_eq!(ids(&report, "added"), ["O-1", "O-4"]);
 
-    let ndjson = env.write(
-        "big.ndjson",
-        format!(
-            "{{\"external_id\":\"N-1\",\"full_name\":\"Ann\"}}\n{{\"external_id\":\"N-2\",\"comment\":\"{big}\"}}\n{{\"external_id\":\"N-3\",\"full_name\":\"Cy\"}}\n"
+    // The same middle record, too long, as an NDJSON line and as an element of a JSON body.
+    let record = |id: &str, field: &str, value: &str| {
+        format!("{{\"external_id\":\"{id}\",\"{field}\":\"{value}\"}}")
+    };
+    let [one, two, three] = [
+        record("{p}-1", "full_name", "Ann"),
+        record("{p}-2", "comment", &big),
+        record("{p}-3", "full_name", "Cy"),
+    ];
+    for (pipeline, name, p, text) in [
+        (
+            "lines",
+            "big.ndjson",
+            "N",
+            format!("{one}\n{two}\n{three}\n"),
         ),
-    );
-    let run = env.run(&["run", "lines", &ndjson, "--report", "n.json"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let report = env.report("n.json");
-    assert_eq!(
-        errors(&report),
-        vec![issue(2, "", "INVALID_DATA", "record")]
-    );
-    assert_eq!(ids(&report, "added"), ["N-1", "N-3"]);
-
-    let json = env.write(
-        "big.json",
-        format!(
-            "{{\"customers\":[{{\"external_id\":\"J-1\",\"full_name\":\"Ann\"}},{{\"external_id\":\"J-2\",\"comment\":\"{big}\"}},{{\"external_id\":\"J-3\",\"full_name\":\"Cy\"}}]}}"
+        (
+            "body",
+            "big.json",
+            "J",
+            format!("{{\"customers\":[{one},{two},{three}]}}"),
         ),
-    );
-    let run = env.run(&["run", "body", &json, "--report", "j.json"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let report = env.report("j.json");
-    assert_eq!(
-        errors(&report),
-        vec![issue(2, "", "INVALID_DATA", "record")]
-    );
-    assert_eq!(ids(&report, "added"), ["J-1", "J-3"]);
+    ] {
+        let file = env.write(name, text.replace("{p}", p));
+        let report_path = format!("{name}.report.json");
+        let run = env.run(&["run", pipeline, &file, "--report", &report_path]);
+        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        let report = env.report(&report_path);
+        assert_eq!(
+            errors(&report),
+            vec![issue(2, "", "INVALID_DATA", "record")],
+            "{name}"
+        );
+        assert_eq!(
+            ids(&report, "added"),
+            [format!("{p}-1"), format!("{p}-3")],
+            "{name}"
+        );
+    }
 }
 
 crate::on_both_backends!(
