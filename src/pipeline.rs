@@ -188,7 +188,7 @@ pub async fn execute(
         &bytes_read,
     )
     .await;
-    store.stop_background_checkpoints();
+    store.stop_background_checkpoints().await;
     stop.store(true, Ordering::Relaxed);
     if !matches!(ending, Ending::Completed | Ending::Stopped(_)) {
         // Best effort: the batch in flight must not stay open. A failure here changes nothing

@@ -284,11 +284,64 @@ enum JsonShape {
     Array,
 }
 
-/// Whether `value` is one JSON value of the shape. It is parsed without being built (serde's
-/// `IgnoredAny`): building it cost a map or a vector per row only to drop it. Numbers are
-/// checked for their syntax, not their range (`1e999` is JSON; the column is text).
+/// A JSON value read by exactly the rules of `serde_json::Value` (nesting limit, escapes,
+/// number range) and dropped as it is read: building the value cost a map or a vector per row
+/// only to throw it away. (serde's `IgnoredAny` builds nothing either, but it skips those
+/// rules: it takes lone surrogates, `1e999` and any depth, which a `Value` refuses.)
+struct ValidJson;
+
+impl<'de> serde::Deserialize<'de> for ValidJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValidJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValidJson {
+    type Value = ValidJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<ValidJson, E> {
+        Ok(ValidJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ValidJson, A::Error> {
+        while seq.next_element::<ValidJson>()?.is_some() {}
+        Ok(ValidJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ValidJson, A::Error> {
+        while map.next_entry::<ValidJson, ValidJson>()?.is_some() {}
+        Ok(ValidJson)
+    }
+}
+
+/// Whether `value` is one JSON value of the shape, by the rules of `serde_json::Value`,
+/// without building it ([`ValidJson`]).
 fn check_json(value: &str, shape: JsonShape) -> Result<(), ()> {
-    serde_json::from_str::<serde::de::IgnoredAny>(value).map_err(|_| ())?;
+    serde_json::from_str::<ValidJson>(value).map_err(|_| ())?;
     let first = value.trim_start().as_bytes().first().copied();
     match (shape, first) {
         (JsonShape::Any, _) | (JsonShape::Object, Some(b'{')) | (JsonShape::Array, Some(b'[')) => {
@@ -704,8 +757,39 @@ mod tests {
             codes(&run("contacts", "\"a\\x\"").1),
             vec![Code::InvalidData]
         );
-        assert_eq!(run("contacts", "1e999").1, vec![]);
         assert_eq!(codes(&run("contacts", "[1,]").1), vec![Code::InvalidData]);
+        // Exactly what serde_json::Value takes: numbers in range, paired surrogates, at most
+        // 128 levels of nesting.
+        for bad in ["1e999", r#""\ud800""#, r#"{"a":"\udc00"}"#] {
+            assert_eq!(
+                codes(&run("contacts", bad).1),
+                vec![Code::InvalidData],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            run("contacts", r#"["\ud83d\ude00", 1e300, -0.5, null, true]"#).1,
+            vec![]
+        );
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(run("contacts", &nested(100)).1, vec![]);
+        assert_eq!(
+            codes(&run("contacts", &nested(200)).1),
+            vec![Code::InvalidData]
+        );
+        for text in [
+            "1e999",
+            r#""\ud800""#,
+            &nested(100),
+            &nested(200),
+            "[1, {\"a\": [null]}]",
+        ] {
+            assert_eq!(
+                check_json(text, JsonShape::Any).is_ok(),
+                serde_json::from_str::<serde_json::Value>(text).is_ok(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -24,24 +24,40 @@ use std::time::{Duration, Instant};
 /// under the writer's own threshold (64 MB) at the speed of a first load.
 const MIN_GAP: Duration = Duration::from_millis(200);
 
-/// Waits out [`MIN_GAP`] after a checkpoint, taking in the nudges that come meanwhile; false
-/// when the run has dropped its [`Checkpointer`] (any nudge still queued was covered already).
-fn rest(nudged: &Receiver<()>) -> bool {
+/// What came during a rest.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterRest {
+    /// Commits were made: checkpoint again at once.
+    Nudged,
+    /// Nothing was committed: wait for the next nudge.
+    Idle,
+    /// The run dropped its [`Checkpointer`]; the writer's close checkpoints the rest.
+    Stopped,
+}
+
+/// Waits out [`MIN_GAP`] after a checkpoint and says whether commits came meanwhile.
+fn rest(nudged: &Receiver<()>) -> AfterRest {
     let until = Instant::now() + MIN_GAP;
+    let mut after = AfterRest::Idle;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break;
+            return after;
         }
         match nudged.recv_timeout(left) {
-            Ok(()) => {}
-            Err(RecvTimeoutError::Timeout) => break,
-            Err(RecvTimeoutError::Disconnected) => return false,
+            Ok(()) => after = AfterRest::Nudged,
+            Err(RecvTimeoutError::Timeout) => return after,
+            Err(RecvTimeoutError::Disconnected) => return AfterRest::Stopped,
         }
     }
-    // The next checkpoint covers every commit so far; a nudge that comes later asks for one.
-    while nudged.try_recv().is_ok() {}
-    true
+}
+
+/// Checkpoints what is committed; the frames of the log now in the file, or `None` when the
+/// database cannot be checkpointed any more (then the writer's own checkpoints do it).
+fn checkpoint(conn: &rusqlite::Connection) -> Option<u64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(2))
+        .ok()
+        .map(|frames| frames.max(0) as u64)
 }
 
 /// The checkpointing thread of a run; dropping it waits for the checkpoint in flight.
@@ -63,6 +79,9 @@ impl Checkpointer {
         // The same durability as the writer (src/store/mod.rs): the log is synced before its
         // pages are copied and the file after, so a power cut cannot lose a committed batch.
         conn.execute_batch("PRAGMA synchronous = NORMAL;").ok()?;
+        // Never wait for a lock: a PASSIVE checkpoint does not, and the thread must stop at
+        // once when the run ends.
+        conn.busy_timeout(Duration::ZERO).ok()?;
         let (nudge, nudged) = sync_channel::<()>(1);
         let backfilled = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&backfilled);
@@ -70,14 +89,16 @@ impl Checkpointer {
             .name("custload-ckpt".into())
             .spawn(move || {
                 while nudged.recv().is_ok() {
-                    let done = conn
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(2));
-                    match done {
-                        Ok(frames) => counter.store(frames.max(0) as u64, Ordering::Relaxed),
-                        Err(_) => break,
-                    }
-                    if !rest(&nudged) {
-                        return;
+                    loop {
+                        let Some(frames) = checkpoint(&conn) else {
+                            return;
+                        };
+                        counter.store(frames, Ordering::Relaxed);
+                        match rest(&nudged) {
+                            AfterRest::Nudged => {}
+                            AfterRest::Idle => break,
+                            AfterRest::Stopped => return,
+                        }
                     }
                 }
             })
@@ -185,6 +206,18 @@ mod tests {
             ckpt.nudge();
         }
         assert!(ckpt.backfilled() > 0);
+    }
+
+    /// A commit during the rest after a checkpoint is not forgotten: the thread checkpoints
+    /// again as soon as the rest is over.
+    #[test]
+    fn a_nudge_during_the_rest_asks_for_the_next_checkpoint() {
+        let (tx, rx) = sync_channel::<()>(1);
+        assert_eq!(rest(&rx), AfterRest::Idle);
+        tx.send(()).unwrap();
+        assert_eq!(rest(&rx), AfterRest::Nudged);
+        drop(tx);
+        assert_eq!(rest(&rx), AfterRest::Stopped);
     }
 
     #[test]

@@ -100,13 +100,15 @@ pub fn display_url(url: &str) -> String {
 
 /// An open database.
 pub struct Store {
+    /// Checkpoints the WAL beside the writer during a load (see [`checkpoint`]). Declared first
+    /// so that it is dropped first: the writer's connection must be the last one to close,
+    /// which checkpoints the whole log and removes it.
+    checkpointer: Option<checkpoint::Checkpointer>,
     conn: Conn,
     backend: Backend,
     url: String,
     /// The SQLite database file (none for PostgreSQL and in-memory databases).
     file: Option<std::path::PathBuf>,
-    /// Checkpoints the WAL beside the writer during a load (see [`checkpoint`]).
-    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl Store {
@@ -151,16 +153,21 @@ impl Store {
         }
     }
 
-    /// Stops the checkpoint thread, after the checkpoint in flight.
-    pub fn stop_background_checkpoints(&mut self) {
-        self.checkpointer = None;
+    /// Stops the checkpoint thread, after the checkpoint in flight. The wait runs off the
+    /// runtime's thread, where a second Ctrl-C must still be acted on at once.
+    pub async fn stop_background_checkpoints(&mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            // A failed join only means the thread is gone already.
+            tokio::task::spawn_blocking(move || drop(c)).await.ok();
+        }
     }
 
     /// Closes the connection. On SQLite the last connection to close checkpoints the WAL into
     /// the database file and removes the `-wal` and `-shm` files; a process that ends without
     /// closing leaves its last commits in the `-wal` file (safe there, but not in a copy of the
     /// database file alone).
-    pub async fn close(self) -> anyhow::Result<()> {
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        self.stop_background_checkpoints().await;
         match self.conn {
             Conn::Sqlite(c) => c.close().await?,
             Conn::Postgres(c) => c.close().await?,
