@@ -66,6 +66,8 @@ pub struct Checked {
     /// Only the [`memo::memo_field`] checks ran, because a stored customer has the same record
     /// hash; the writer confirms that (or checks the record in full: [`Checked::raw`] holds it).
     pub memo_hit: bool,
+    /// The customer_id the memo lookup found for a memo hit, where the writer looks first.
+    pub memo_customer_id: Option<i64>,
 }
 
 impl Checked {
@@ -81,6 +83,7 @@ impl Checked {
             row_hash: None,
             raw_hash: None,
             memo_hit: false,
+            memo_customer_id: None,
         }
     }
 
@@ -143,14 +146,18 @@ pub fn check_record(
     plan: &CheckPlan,
     dates: &Decisions,
 ) -> Checked {
-    let memo_hit = matches!(rec.memo, Memo::Hit(_));
+    let memo_hit = matches!(rec.memo, Memo::Hit(..));
     let mut row = Checked {
         raw: (plan.keep_raw || memo_hit).then(|| rec.body.clone()),
         raw_hash: match rec.memo {
-            Memo::Hash(h) | Memo::Hit(h) => Some(h),
+            Memo::Hash(h) | Memo::Hit(h, _) => Some(h),
             Memo::None => None,
         },
         memo_hit,
+        memo_customer_id: match rec.memo {
+            Memo::Hit(_, id) => Some(id),
+            _ => None,
+        },
         ..Checked::blank(input, rec.line)
     };
     let mut meta = serde_json::Map::new();

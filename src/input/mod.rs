@@ -29,9 +29,10 @@ pub enum Memo {
     None,
     /// The record's hash; no stored customer has it, so its checks run.
     Hash(crate::record::hash::RowHash),
-    /// The record's hash, which the stored customer of its external_id has too: only the
-    /// checks that can change since then run, and the writer confirms the match.
-    Hit(crate::record::hash::RowHash),
+    /// The record's hash, which the stored customer of its external_id has too, and that
+    /// customer's id: only the checks that can change since then run, and the writer confirms
+    /// the match.
+    Hit(crate::record::hash::RowHash, i64),
 }
 
 /// The undecoded content of a record.

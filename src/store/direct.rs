@@ -84,6 +84,25 @@ struct Probe {
     has_brand: bool,
 }
 
+/// A probe from a row of `customer_id, row_hash, brand, raw_hash`; the brand goes to `brand`
+/// (a buffer kept across rows).
+fn read_probe(r: &rusqlite::Row<'_>, brand: &mut String) -> rusqlite::Result<Probe> {
+    brand.clear();
+    let has_brand = match r.get_ref(2)? {
+        ValueRef::Text(t) => {
+            brand.push_str(&String::from_utf8_lossy(t));
+            true
+        }
+        _ => false,
+    };
+    Ok(Probe {
+        customer_id: r.get(0)?,
+        row_hash: row_hash_at(r, 1)?,
+        raw_hash: row_hash_at(r, 3)?,
+        has_brand,
+    })
+}
+
 /// The SQL of the writer's statements, built once per process from the field catalog.
 struct Sql {
     full: String,
@@ -169,6 +188,7 @@ struct RowWriter<'c, 'o> {
     opts: &'o WriteOptions<'o>,
     resolver: Resolver<'o>,
     probe: Lazy<'c>,
+    probe_id: Lazy<'c>,
     full: Lazy<'c>,
     password: Lazy<'c>,
     email_holder: Lazy<'c>,
@@ -217,6 +237,10 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             probe: Lazy::new(
                 "SELECT customer_id, row_hash, brand, raw_hash FROM customers \
                  WHERE external_id = ?1",
+            ),
+            probe_id: Lazy::new(
+                "SELECT customer_id, row_hash, brand, raw_hash, external_id FROM customers \
+                 WHERE customer_id = ?1",
             ),
             refresh: Lazy::new(
                 "UPDATE customers SET raw_hash = ?1, row_hash = ?2 WHERE customer_id = ?3",
@@ -385,7 +409,15 @@ impl<'c, 'o> RowWriter<'c, 'o> {
     /// (after the checks that can change since); `None` when it does not, and the row has been
     /// checked in full for the usual path (`row` replaced).
     fn confirm_memo(&mut self, row: &mut Checked) -> anyhow::Result<Option<RowOutcome>> {
-        if let Some(probe) = self.probe(&row.external_id)? {
+        let by_id = match row.memo_customer_id {
+            Some(id) => self.probe_by_id(id, &row.external_id)?,
+            None => None,
+        };
+        let probe = match by_id {
+            Some(p) => Some(p),
+            None => self.probe(&row.external_id)?,
+        };
+        if let Some(probe) = probe {
             if probe.raw_hash.is_some() && probe.raw_hash == row.raw_hash {
                 self.stored_rows += 1;
                 return self.decide_same_hash(row, &probe).map(Some);
@@ -576,23 +608,30 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         let st = self.probe.get(self.db)?;
         st.raw_bind_parameter(1, external_id)?;
         let mut found = st.raw_query();
+        match found.next()? {
+            Some(r) => read_probe(r, &mut self.probed_brand).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The probe of customer `customer_id` if it still holds `external_id`: one seek by the
+    /// table's own key where [`RowWriter::probe`] takes two (the external_id index, then the
+    /// table). `None` also when the customer is gone or holds another external_id.
+    fn probe_by_id(
+        &mut self,
+        customer_id: i64,
+        external_id: &str,
+    ) -> rusqlite::Result<Option<Probe>> {
+        let st = self.probe_id.get(self.db)?;
+        st.raw_bind_parameter(1, customer_id)?;
+        let mut found = st.raw_query();
         let Some(r) = found.next()? else {
             return Ok(None);
         };
-        self.probed_brand.clear();
-        let has_brand = match r.get_ref(2)? {
-            ValueRef::Text(t) => {
-                self.probed_brand.push_str(&String::from_utf8_lossy(t));
-                true
-            }
-            _ => false,
-        };
-        Ok(Some(Probe {
-            customer_id: r.get(0)?,
-            row_hash: row_hash_at(r, 1)?,
-            raw_hash: row_hash_at(r, 3)?,
-            has_brand,
-        }))
+        if !matches!(r.get_ref(4)?, ValueRef::Text(t) if t == external_id.as_bytes()) {
+            return Ok(None);
+        }
+        read_probe(r, &mut self.probed_brand).map(Some)
     }
 
     fn fetch_full(&mut self, external_id: &str) -> rusqlite::Result<Option<Stored>> {
