@@ -195,11 +195,11 @@ impl Resolver<'_> {
     }
 
     /// What the row writes: every field it gives a value to (or clears), with that value.
-    pub fn assignments(&self, row: &Checked) -> Vec<Assignment> {
+    /// Lazy, so that a writer fills its full row without a list in between.
+    pub fn assignments<'r>(&'r self, row: &'r Checked) -> impl Iterator<Item = Assignment> + 'r {
         (0..FIELDS.len())
             .filter(|&f| f != IDS.customer_id && f != IDS.external_id)
             .filter_map(|f| self.target(row.customer.slot(f), f).map(|t| (f, t)))
-            .collect()
     }
 
     fn insert(&self, row: &Checked, new_key: Option<Option<String>>) -> Action {
@@ -670,7 +670,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            r.resolver.assignments(&c),
+            r.resolver.assignments(&c).collect::<Vec<_>>(),
             vec![
                 (id_of("first_name"), Some(Value::Text("Ann".into()))),
                 (IDS.email, Some(Value::Text("Ann@X.com".into())))
