@@ -186,6 +186,12 @@ done
 cat >"$WORK/sql/create_import_sqlite.sql" <<EOF
 CREATE TABLE csv_import ($(join , "${typed_sqlite[@]}"));
 EOF
+# (a2) the same, plus the second unique index custload's table keeps: the lower-cased email
+# (context only: what that index costs SQLite itself, in one transaction)
+cat >"$WORK/sql/create_import_sqlite_email.sql" <<EOF
+CREATE TABLE csv_import ($(join , "${typed_sqlite[@]}"));
+CREATE UNIQUE INDEX csv_import_email_key ON csv_import (lower(email)) WHERE email <> '';
+EOF
 ref_a_sql() { # FILE
     cat <<EOF
 .bail on
@@ -302,6 +308,12 @@ for ((rep = 1; rep <= R; rep++)); do
     expect "ref (a) rows" "$(sqlite3 "$DB/ref_a.db" 'select count(*) from csv_import')" "$N"
     fresh_db "$DB/ref_a.db"
 
+    migrated_db "$DB/ref_a2.db"
+    sqlite3 -bail "$DB/ref_a2.db" <"$WORK/sql/create_import_sqlite_email.sql"
+    measure ref_a2_sqlite_import_email sqlite3 -bail -batch -init /dev/null "$DB/ref_a2.db" ".read $WORK/sql/ref_a.sql"
+    expect "ref (a2) rows" "$(sqlite3 "$DB/ref_a2.db" 'select count(*) from csv_import')" "$N"
+    fresh_db "$DB/ref_a2.db"
+
     fresh_db "$DB/first.db"
     custload_run cl_first_load "sqlite://$DB/first.db" "$NIGHT1"
     expect "first load rows" "$(sqlite3 "$DB/first.db" 'select count(*) from customers')" "$N"
@@ -402,6 +414,7 @@ row() { # KEY LABEL ROWS
     rows_md+=("| $2 | $3 | $w | $rps | $rss |")
 }
 row ref_a_sqlite_import "(a) sqlite3 \`.import\` into fresh table + UNIQUE(external_id), 1 txn" "$N"
+row ref_a2_sqlite_import_email "(a2) same as (a) + UNIQUE index on lower(email), as custload's table has (info)" "$N"
 row ref_b_sql_upsert_night1 "(b) sqlite3 \`.import\` temp + INSERT…SELECT…ON CONFLICT, empty db (info)" "$N"
 row ref_b_sql_upsert_night2 "(b) same, night-2 file on top of night 1" "$N"
 row ref_c_pg_copy "(c) psql \`\\copy\` into empty table + unique index" "$N"
@@ -451,6 +464,9 @@ ratio_target "throughput --threads 2 / --threads 1 (verify-only)" cl_verify_thre
 info_md=()
 if have cl_pg_first_load && have ref_c_pg_copy; then
     info_md+=("- PG first load / plain \`\\copy\` (c): $(awk -v a="$(median_wall cl_pg_first_load)" -v b="$(median_wall ref_c_pg_copy)" 'BEGIN{printf "%.3f", a/b}') (no target)")
+fi
+if have cl_first_load && have ref_a2_sqlite_import_email; then
+    info_md+=("- first load / \`.import\` with the email index too (a2): $(awk -v a="$(median_wall cl_first_load)" -v b="$(median_wall ref_a2_sqlite_import_email)" 'BEGIN{printf "%.3f", a/b}') (no target)")
 fi
 if have cl_first_load && have ref_b_sql_upsert_night1; then
     info_md+=("- first load / SQL-only upsert into empty db (b, night 1): $(awk -v a="$(median_wall cl_first_load)" -v b="$(median_wall ref_b_sql_upsert_night1)" 'BEGIN{printf "%.3f", a/b}') (no target)")
