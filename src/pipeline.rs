@@ -136,6 +136,8 @@ pub async fn execute(
         },
     };
     let raw_rx = spawn_reader(sources.readers, plan.batch_size, Arc::clone(&stop));
+    // Before the memo reader's first read; without it, every memo hit is read again.
+    let memo_baseline = store.data_version().await.ok().flatten();
     // Best effort: without it, every record is checked in full.
     let lookup = store
         .file()
@@ -170,6 +172,7 @@ pub async fn execute(
         dry_overlay,
     };
     let mut state = RunState::new(winners);
+    state.set_memo_baseline(memo_baseline);
     if !plan.verify_only && !plan.all_or_nothing {
         store.checkpoint_in_background();
     }

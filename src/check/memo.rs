@@ -10,7 +10,9 @@
 //! is a [`Memo::Hit`]: the check stage runs only what can have changed since ([`MEMO_FIELDS`]:
 //! the external_id and explicit id, the brand, desk and statuses that today's reference data
 //! judges, the birth date whose age keeps growing), and the writer confirms the stored hash
-//! before it calls the row unchanged, or checks the record in full after all.
+//! before it calls the row unchanged, or checks the record in full after all. (The writer skips
+//! that read while no other connection has committed since the lookups began: see
+//! `store::direct::RowWriter::confirm_memo`.)
 //!
 //! Never memoized: records with a password (a fast hash of a clear password must not be
 //! stored), JSON records, inputs with `date_format = "auto"` columns (decided per file), and

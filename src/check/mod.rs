@@ -94,7 +94,7 @@ impl Checked {
 }
 
 /// Checks the records of memo hits in full, for the writer, when the stored customer no longer
-/// has their hash (another row of the run changed it).
+/// has their hash (something else changed it since the lookup).
 pub struct Rechecker<'a> {
     /// The layout of each input.
     pub layouts: &'a [Layout],

@@ -20,7 +20,8 @@
 
 use super::overlay::{DryOverlay, Held};
 use super::resolve::{
-    has_clear_password, settle_passwords, Action, Holders, Resolver, RowHash, Stored,
+    has_clear_password, has_reference_values, settle_passwords, Action, Holders, Resolver, RowHash,
+    Stored,
 };
 use super::retry::refused_text;
 use super::upsert::{segments, RowOutcome, RunState, WriteOptions};
@@ -63,6 +64,12 @@ impl Store {
         }
         let mut writer = RowWriter::new(&db, opts, state.mostly_new);
         writer.overlay = state.overlay.take();
+        // Under this batch's write lock nobody else can commit, so an unchanged data_version
+        // means no other connection has written since the memo reader began.
+        writer.memo_undisturbed = match state.memo_baseline {
+            Some(baseline) if !opts.dry_run => data_version(&db)? == baseline,
+            _ => false,
+        };
         let written = writer
             .write_segments(rows, &segments)
             .with_context(|| format!("database {url} failed"));
@@ -208,6 +215,16 @@ struct RowWriter<'c, 'o> {
     stored_rows: usize,
     /// A dry run that writes nothing: what the rows before changed (see [`DryOverlay`]).
     overlay: Option<DryOverlay>,
+    /// No other connection has committed since the memo reader began (see
+    /// [`RowWriter::confirm_memo`]).
+    memo_undisturbed: bool,
+}
+
+/// SQLite's count of commits by other connections, as this connection sees it (`PRAGMA
+/// data_version`): it changes only when another connection changes the database.
+pub(super) fn data_version(db: &rusqlite::Connection) -> anyhow::Result<i64> {
+    db.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .context("cannot read the database's data_version")
 }
 
 /// The field columns a written row carries (all but `customer_id` and `external_id`).
@@ -257,6 +274,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             new_rows: 0,
             stored_rows: 0,
             overlay: None,
+            memo_undisturbed: false,
         }
     }
 
@@ -408,7 +426,25 @@ impl<'c, 'o> RowWriter<'c, 'o> {
     /// A memo hit: when the stored customer still has the record's hash, the row is unchanged
     /// (after the checks that can change since); `None` when it does not, and the row has been
     /// checked in full for the usual path (`row` replaced).
+    ///
+    /// When no other connection has committed since the memo reader began, the customer is
+    /// still what the reader found: this run's own writes never touch the customer of a memo
+    /// hit (a repeated external_id is rejected or superseded before it gets here, and an
+    /// email or id the customer holds cannot be taken from it). Then the read is skipped,
+    /// unless the row's desk or statuses need the stored brand.
     fn confirm_memo(&mut self, row: &mut Checked) -> anyhow::Result<Option<RowOutcome>> {
+        if let Some(customer_id) = row.memo_customer_id {
+            if self.memo_undisturbed && !has_reference_values(row) {
+                let known = Probe {
+                    customer_id,
+                    row_hash: None,
+                    raw_hash: row.raw_hash,
+                    has_brand: false,
+                };
+                self.stored_rows += 1;
+                return self.decide_same_hash(row, &known).map(Some);
+            }
+        }
         let by_id = match row.memo_customer_id {
             Some(id) => self.probe_by_id(id, &row.external_id)?,
             None => None,

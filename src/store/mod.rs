@@ -236,6 +236,20 @@ impl Store {
         result.map_err(|e| lock_context(e, &self.url))
     }
 
+    /// SQLite: how many commits of other connections this connection has seen (`PRAGMA
+    /// data_version`); `None` on PostgreSQL.
+    pub async fn data_version(&mut self) -> anyhow::Result<Option<i64>> {
+        match &mut self.conn {
+            Conn::Sqlite(c) => Ok(Some(
+                sqlx::query_scalar("PRAGMA data_version")
+                    .fetch_one(&mut *c)
+                    .await
+                    .context("cannot read the database's data_version")?,
+            )),
+            Conn::Postgres(_) => Ok(None),
+        }
+    }
+
     /// Schema version (the highest applied migration).
     pub async fn schema_version(&mut self) -> anyhow::Result<i64> {
         let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";

@@ -78,7 +78,7 @@ static STATUS_FIELDS: std::sync::LazyLock<Vec<(FieldId, i64)>> = std::sync::Lazy
 });
 
 /// Whether the row gives a desk or a status id, which the reference data judges.
-fn has_reference_values(row: &Checked) -> bool {
+pub(super) fn has_reference_values(row: &Checked) -> bool {
     row.customer.text(IDS.desk).is_some()
         || STATUS_FIELDS
             .iter()

@@ -140,6 +140,9 @@ pub struct RunState {
     pub(super) mostly_new: bool,
     /// What a dry run that writes nothing would have changed so far.
     pub(super) overlay: Option<super::overlay::DryOverlay>,
+    /// SQLite: the writer connection's data_version from before the memo reader's first read;
+    /// while it stays the same, memo hits need no second read (see `direct::RowWriter`).
+    pub(super) memo_baseline: Option<i64>,
 }
 
 impl RunState {
@@ -149,6 +152,12 @@ impl RunState {
             winners,
             ..RunState::default()
         }
+    }
+
+    /// Notes the writer connection's data_version, read before the memo reader's first read
+    /// ([`Store::data_version`]).
+    pub fn set_memo_baseline(&mut self, data_version: Option<i64>) {
+        self.memo_baseline = data_version;
     }
 }
 
@@ -632,6 +641,71 @@ mod tests {
                 dry_overlay: false,
             }
         }
+    }
+
+    /// While no other connection has written since the memo reader began, a memo hit is trusted
+    /// without reading the customer again; after another connection's commit it is read again.
+    #[tokio::test]
+    async fn memo_hits_are_read_again_only_after_another_connection_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let hash: super::super::resolve::RowHash = [7; 16];
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute(
+                "INSERT INTO customers (customer_id, external_id, first_name, created_time, \
+                 updated_time, raw_hash) VALUES (5, 'M-1', 'Ann', 0, 0, ?1)",
+                [&hash[..]],
+            )
+            .unwrap();
+        let fixture = Fixture::new();
+        let opts = fixture.options(OnDuplicate::Reject);
+        let memo_hit = || Checked {
+            raw_hash: Some(hash),
+            memo_hit: true,
+            memo_customer_id: Some(5),
+            ..row("M-1", 2)
+        };
+        let baseline = store.data_version().await.unwrap();
+        // A run's state per attempt: each sees M-1 once.
+        let state = || {
+            let mut state = RunState::new(None);
+            state.set_memo_baseline(baseline);
+            state
+        };
+
+        // The store's own write does not count: the hash it removed is not read back.
+        store.begin().await.unwrap();
+        let Conn::Sqlite(c) = &mut store.conn else {
+            panic!("a SQLite store")
+        };
+        c.execute("UPDATE customers SET raw_hash = NULL WHERE customer_id = 5")
+            .await
+            .unwrap();
+        let mut rows = vec![memo_hit()];
+        let outcomes = store.write_batch(&mut rows, &opts, &mut state()).await;
+        assert_eq!(outcomes.unwrap(), vec![RowOutcome::Unchanged(5)]);
+        store.rollback().await.unwrap();
+
+        // Another connection's update (which forgets the hashes) sends the hit back to the
+        // database, which finds no hash and asks for the full check (none here: an error).
+        other
+            .execute(
+                "UPDATE customers SET last_name = 'Lee' WHERE customer_id = 5",
+                [],
+            )
+            .unwrap();
+        store.begin().await.unwrap();
+        let mut rows = vec![memo_hit()];
+        let err = store
+            .write_batch(&mut rows, &opts, &mut state())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no full check"), "{err:#}");
+        store.rollback().await.unwrap();
     }
 
     /// Repeated external_ids are found whether the first row's entry is in memory or spilled.
