@@ -28,8 +28,8 @@ const DEFAULT_CAP: usize = (1 << 20) / 8 * 7;
 const DISK_CACHE_KIB: i64 = 4 * 1024;
 
 /// Bits of the filter of spilled keys per entry the memory table holds: 64, so that ten spills
-/// still leave ~6 bits a key (about 5% of misses reach the disk) and one spill ~0.1%. At the
-/// default cap that is 8 MiB, allocated at the first spill.
+/// still leave ~7 bits a key (a few percent of misses reach the disk) and after one spill
+/// almost none do. At the default cap that is 8 MiB, allocated at the first spill.
 const FILTER_BITS_PER_CAP: usize = 64;
 
 /// Hashes keys that are xxh3 hashes already by taking their low 64 bits.
