@@ -1,5 +1,5 @@
-//! The streaming run: reader thread -> bounded channel -> checker thread (rayon pool) -> bounded
-//! channel -> writer (tokio, the calling thread).
+//! The streaming run: reader thread -> bounded channel -> (memo thread ->) checker thread (rayon
+//! pool) -> bounded channel -> writer (tokio, the calling thread).
 //!
 //! Memory is bounded by a few chunks in flight: the channels hold at most [`RAW_IN_FLIGHT`] and
 //! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory.
@@ -142,15 +142,9 @@ pub async fn execute(
     let lookup = store
         .file()
         .and_then(|f| memo::Lookup::open(f).ok().flatten());
-    let mut checked_rx = spawn_checker(
-        raw_rx,
-        Arc::clone(&layouts),
-        plan,
-        Arc::clone(&pool),
-        lookup,
-        // A dry run with nothing to look up has no use for the hashes.
-        !plan.verify_only,
-    );
+    // A dry run with nothing to look up has no use for the hashes.
+    let raw_rx = spawn_memo(raw_rx, &layouts, plan, lookup, !plan.verify_only);
+    let mut checked_rx = spawn_checker(raw_rx, Arc::clone(&layouts), plan, Arc::clone(&pool));
     let recheck = crate::check::Rechecker {
         layouts: &layouts,
         plan: &plan.check,
@@ -559,23 +553,61 @@ fn spawn_reader(
     rx
 }
 
+/// Puts the memo marks on customer chunks (see [`memo`]) on a thread of its own between the
+/// reader and the checker, so that the stored hashes of the next chunk are read while the pool
+/// checks this one: on a re-run these reads were a third of the checker thread's time, and they
+/// held up the pool. Without hashes to store or to look up, the chunks pass straight on.
+fn spawn_memo(
+    raw: Receiver<RawMessage>,
+    layouts: &Arc<Vec<Layout>>,
+    plan: &Plan,
+    mut lookup: Option<memo::Lookup>,
+    hashes_wanted: bool,
+) -> Receiver<RawMessage> {
+    let fingerprints: Vec<Option<u128>> = layouts
+        .iter()
+        .map(|l| match l {
+            Layout::Columns(header) => memo::fingerprint(&plan.check, header),
+            Layout::Keys(_) => None,
+        })
+        .collect();
+    if !(hashes_wanted || lookup.is_some()) || fingerprints.iter().all(Option::is_none) {
+        return raw;
+    }
+    let layouts = Arc::clone(layouts);
+    let (tx, rx) = sync_channel(RAW_IN_FLIGHT);
+    std::thread::spawn(move || {
+        for mut message in raw {
+            if let Ok(Some(batch)) = &mut message {
+                if let (Some(fingerprint), Layout::Columns(header), BatchKind::Customers) =
+                    (fingerprints[batch.input], &layouts[batch.input], batch.kind)
+                {
+                    if memo::mark(&mut batch.records, fingerprint, header, lookup.as_mut()).is_err()
+                    {
+                        // The hint is gone; the records are checked in full.
+                        lookup = None;
+                        for rec in &mut batch.records {
+                            rec.memo = crate::input::Memo::None;
+                        }
+                    }
+                }
+            }
+            if tx.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn spawn_checker(
     raw: Receiver<RawMessage>,
     layouts: Arc<Vec<Layout>>,
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
-    lookup: Option<memo::Lookup>,
-    hashes_wanted: bool,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
-    let fingerprints = layouts
-        .iter()
-        .map(|l| match l {
-            Layout::Columns(header) => memo::fingerprint(&check, header),
-            Layout::Keys(_) => None,
-        })
-        .collect();
     std::thread::spawn(move || {
         let mut checker = Checker {
             layouts,
@@ -585,9 +617,6 @@ fn spawn_checker(
             decisions: Vec::new(),
             held: Vec::new(),
             held_rows: 0,
-            fingerprints,
-            lookup,
-            hashes_wanted,
         };
         for message in raw {
             let delivered = match message {
@@ -613,12 +642,6 @@ struct Checker {
     decisions: Vec<Decisions>,
     held: Vec<RawBatch>,
     held_rows: usize,
-    /// Per input: the fingerprint of its checks, when its records can be memoized.
-    fingerprints: Vec<Option<u128>>,
-    /// Reads the stored memo hashes (SQLite, when any customer has one).
-    lookup: Option<memo::Lookup>,
-    /// Record hashes are stored (not in a dry run) or looked up (when `lookup` is set).
-    hashes_wanted: bool,
 }
 
 impl Checker {
@@ -651,28 +674,7 @@ impl Checker {
     /// Checks and sends every held batch, in order.
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
-        for mut batch in std::mem::take(&mut self.held) {
-            let hashes_used = self.lookup.is_some() || self.hashes_wanted;
-            if let (Some(fingerprint), Layout::Columns(header), BatchKind::Customers, true) = (
-                self.fingerprints[batch.input],
-                &self.layouts[batch.input],
-                batch.kind,
-                hashes_used,
-            ) {
-                let marked = memo::mark(
-                    &mut batch.records,
-                    fingerprint,
-                    header,
-                    self.lookup.as_mut(),
-                );
-                if marked.is_err() {
-                    // The hint is gone; the records are checked in full.
-                    self.lookup = None;
-                    for rec in &mut batch.records {
-                        rec.memo = crate::input::Memo::None;
-                    }
-                }
-            }
+        for batch in std::mem::take(&mut self.held) {
             let layout = &self.layouts[batch.input];
             let decisions = &self.decisions[batch.input];
             let check = &self.check;
@@ -682,7 +684,7 @@ impl Checker {
                 BatchKind::Customers => {
                     let mut out = Vec::with_capacity(batch.records.len());
                     self.pool.install(|| {
-                        check_batch(input, &batch.records, layout, check, decisions, &mut out)
+                        check_batch(input, batch.records, layout, check, decisions, &mut out)
                     });
                     CheckedBatch::Customers(out)
                 }

@@ -75,13 +75,15 @@ pub fn fingerprint(plan: &CheckPlan, header: &HeaderMap) -> Option<u128> {
     Some(xxh3_128(text.as_bytes()))
 }
 
-/// The memo hash of a CSV record under `fingerprint`; `None` when it gives a password.
+/// The memo hash of a CSV record under `fingerprint`; `None` when it gives a password. `bytes`
+/// is scratch space, reused from record to record.
 pub fn record_hash(
     fingerprint: u128,
     header: &HeaderMap,
     fields: &csv::ByteRecord,
+    bytes: &mut Vec<u8>,
 ) -> Option<RowHash> {
-    let mut bytes = Vec::with_capacity(fields.as_slice().len() + 8 * fields.len() + 16);
+    bytes.clear();
     bytes.extend_from_slice(&fingerprint.to_le_bytes());
     for (i, field) in fields.iter().enumerate() {
         if let Some(ColumnUse::Field(rule)) = header.columns.get(i) {
@@ -92,7 +94,7 @@ pub fn record_hash(
         bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
         bytes.extend_from_slice(field);
     }
-    Some(xxh3_128(&bytes).to_le_bytes())
+    Some(xxh3_128(bytes).to_le_bytes())
 }
 
 /// The column of a header that holds the external_id.
@@ -180,9 +182,10 @@ pub fn mark(
     header: &HeaderMap,
     lookup: Option<&mut Lookup>,
 ) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
     for rec in records.iter_mut() {
         if let crate::input::RawBody::Fields(fields) = &rec.body {
-            rec.memo = match record_hash(fingerprint, header, fields) {
+            rec.memo = match record_hash(fingerprint, header, fields, &mut bytes) {
                 Some(h) => Memo::Hash(h),
                 None => Memo::None,
             };

@@ -122,19 +122,26 @@ impl Rechecker<'_> {
     }
 }
 
-/// Checks a batch in parallel on the current rayon pool; `out` receives one row per record, in order.
+/// Checks a batch in parallel on the current rayon pool; `out` receives one row per record, in
+/// order. The records move into their rows (a row that keeps its record takes it, no copy).
 pub fn check_batch(
     input: usize,
-    records: &[RawRecord],
+    records: Vec<RawRecord>,
     layout: &Layout,
     plan: &CheckPlan,
     dates: &Decisions,
     out: &mut Vec<Checked>,
 ) {
     records
-        .par_iter()
+        .into_par_iter()
         .with_min_len(MIN_ROWS_PER_TASK)
-        .map(|rec| check_record(input, rec, layout, plan, dates))
+        .map(|rec| {
+            let mut row = check_unkept(input, &rec, layout, plan, dates);
+            if keeps_record(&rec, plan) {
+                row.raw = Some(rec.body);
+            }
+            row
+        })
         .collect_into_vec(out);
 }
 
@@ -146,9 +153,29 @@ pub fn check_record(
     plan: &CheckPlan,
     dates: &Decisions,
 ) -> Checked {
+    let mut row = check_unkept(input, rec, layout, plan, dates);
+    if keeps_record(rec, plan) {
+        row.raw = Some(rec.body.clone());
+    }
+    row
+}
+
+/// Whether a row keeps its record: for the rejects file, or for a memo hit the writer may have
+/// to check in full after all.
+fn keeps_record(rec: &RawRecord, plan: &CheckPlan) -> bool {
+    plan.keep_raw || matches!(rec.memo, Memo::Hit(..))
+}
+
+/// Checks one record; the row does not keep it (`raw` is `None`).
+fn check_unkept(
+    input: usize,
+    rec: &RawRecord,
+    layout: &Layout,
+    plan: &CheckPlan,
+    dates: &Decisions,
+) -> Checked {
     let memo_hit = matches!(rec.memo, Memo::Hit(..));
     let mut row = Checked {
-        raw: (plan.keep_raw || memo_hit).then(|| rec.body.clone()),
         raw_hash: match rec.memo {
             Memo::Hash(h) | Memo::Hit(h, _) => Some(h),
             Memo::None => None,
