@@ -16,7 +16,7 @@ pub struct RawRecord {
     pub line: u64,
     /// The record itself.
     pub body: RawBody,
-    /// Whether its checks can be skipped (set by the check stage before checking).
+    /// Whether its checks can be skipped (set by the memo stage before checking).
     pub memo: Memo,
 }
 

@@ -140,6 +140,9 @@ pub struct RunState {
     pub(super) mostly_new: bool,
     /// What a dry run that writes nothing would have changed so far.
     pub(super) overlay: Option<super::overlay::DryOverlay>,
+    /// A dry run that writes nothing found no stored customer when it began (its one read
+    /// transaction sees the same all through): no row needs a look at the database.
+    pub(super) nothing_stored: bool,
     /// SQLite: the writer connection's data_version from before the memo reader's first read;
     /// while it stays the same, memo hits need no second read (see `direct::RowWriter`).
     pub(super) memo_baseline: Option<i64>,
@@ -705,6 +708,70 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains("no full check"), "{err:#}");
+        store.rollback().await.unwrap();
+    }
+
+    /// A dry run that writes nothing reads the store only when it held a customer as the run
+    /// began; its one read transaction keeps that view, so a customer another connection adds
+    /// meanwhile is not there for it either way.
+    #[tokio::test]
+    async fn a_dry_run_over_an_empty_store_decides_without_reading_it() {
+        let fixture = Fixture::new();
+        let opts = WriteOptions {
+            dry_run: true,
+            dry_overlay: true,
+            ..fixture.options(OnDuplicate::Reject)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let mut store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let named = |ext: &str, line: u64| {
+            let mut r = row(ext, line);
+            for f in [IDS.first_name, IDS.last_name] {
+                r.customer.set(f, Slot::Set(Value::Text("Ann".into())));
+            }
+            r
+        };
+        let add = |id: i64, ext: &str| {
+            other
+                .execute(
+                    "INSERT INTO customers (customer_id, external_id, created_time, updated_time) \
+                     VALUES (?1, ?2, 0, 0)",
+                    rusqlite::params![id, ext],
+                )
+                .unwrap();
+        };
+
+        store.begin_read().await.unwrap();
+        let mut state = RunState::new(None);
+        let mut rows = vec![named("D-1", 2)];
+        let outcomes = store.write_batch(&mut rows, &opts, &mut state).await;
+        assert_eq!(outcomes.unwrap(), vec![RowOutcome::Added(0)]);
+        assert!(state.nothing_stored);
+        add(7, "D-2");
+        let mut rows = vec![named("D-2", 3)];
+        let outcomes = store.write_batch(&mut rows, &opts, &mut state).await;
+        assert_eq!(outcomes.unwrap(), vec![RowOutcome::Added(0)]);
+        store.rollback().await.unwrap();
+
+        // D-2 is stored now: the next dry run reads the store and finds it.
+        store.begin_read().await.unwrap();
+        let mut state = RunState::new(None);
+        let mut rows = vec![named("D-2", 2), named("D-3", 3)];
+        let outcomes = store.write_batch(&mut rows, &opts, &mut state).await;
+        assert!(!state.nothing_stored);
+        let outcomes = outcomes.unwrap();
+        assert!(
+            matches!(
+                outcomes[0],
+                RowOutcome::Unchanged(7) | RowOutcome::Updated(7)
+            ),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[1], RowOutcome::Added(0));
         store.rollback().await.unwrap();
     }
 
