@@ -75,26 +75,41 @@ pub fn fingerprint(plan: &CheckPlan, header: &HeaderMap) -> Option<u128> {
     Some(xxh3_128(text.as_bytes()))
 }
 
-/// The memo hash of a CSV record under `fingerprint`; `None` when it gives a password. `bytes`
-/// is scratch space, reused from record to record.
+/// The memo hash of a CSV record under `fingerprint`; `None` when it gives a password (in one
+/// of `password_columns`, see [`password_columns`]). `bytes` is scratch space, reused from
+/// record to record.
 pub fn record_hash(
     fingerprint: u128,
-    header: &HeaderMap,
+    password_columns: &[usize],
     fields: &csv::ByteRecord,
     bytes: &mut Vec<u8>,
 ) -> Option<RowHash> {
+    let gives_password = |&i: &usize| {
+        fields
+            .get(i)
+            .is_some_and(|f| !f.iter().all(u8::is_ascii_whitespace))
+    };
+    if password_columns.iter().any(gives_password) {
+        return None;
+    }
     bytes.clear();
     bytes.extend_from_slice(&fingerprint.to_le_bytes());
-    for (i, field) in fields.iter().enumerate() {
-        if let Some(ColumnUse::Field(rule)) = header.columns.get(i) {
-            if rule.field == IDS.password && !field.iter().all(u8::is_ascii_whitespace) {
-                return None;
-            }
-        }
+    for field in fields.iter() {
         bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
         bytes.extend_from_slice(field);
     }
     Some(xxh3_128(bytes).to_le_bytes())
+}
+
+/// The columns of a header that hold a password.
+pub fn password_columns(header: &HeaderMap) -> Vec<usize> {
+    header
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, ColumnUse::Field(r) if r.field == IDS.password))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The column of a header that holds the external_id.
@@ -256,9 +271,10 @@ pub fn mark(
     lookup: Option<&mut Lookup>,
 ) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
+    let passwords = password_columns(header);
     for rec in records.iter_mut() {
         if let crate::input::RawBody::Fields(fields) = &rec.body {
-            rec.memo = match record_hash(fingerprint, header, fields, &mut bytes) {
+            rec.memo = match record_hash(fingerprint, &passwords, fields, &mut bytes) {
                 Some(h) => Memo::Hash(h),
                 None => Memo::None,
             };
@@ -313,6 +329,30 @@ mod tests {
             .stored(&[Some("A"), Some("B"), None, Some("C")])
             .unwrap();
         assert_eq!(found, vec![Some((hash, 41)), None, None, None]);
+    }
+
+    #[test]
+    fn a_record_hash_covers_every_field_and_none_is_made_of_a_password() {
+        let fields = csv::ByteRecord::from(vec!["C-1", "  ", "Ann"]);
+        let mut bytes = Vec::new();
+        // The layout stored hashes were made with: the fingerprint, then each field's length
+        // and bytes. A change here makes every stored hash miss once.
+        let mut want = 9u128.to_le_bytes().to_vec();
+        for f in ["C-1", "  ", "Ann"] {
+            want.extend_from_slice(&(f.len() as u64).to_le_bytes());
+            want.extend_from_slice(f.as_bytes());
+        }
+        let hash = record_hash(9, &[1], &fields, &mut bytes);
+        assert_eq!(
+            hash,
+            Some(xxh3_128(&want).to_le_bytes()),
+            "a blank password"
+        );
+        assert_ne!(record_hash(8, &[], &fields, &mut bytes), hash);
+        let other = csv::ByteRecord::from(vec!["C-1", "  ", "Anne"]);
+        assert_ne!(record_hash(9, &[], &other, &mut bytes), hash);
+        let secret = csv::ByteRecord::from(vec!["C-1", "s3cret", "Ann"]);
+        assert_eq!(record_hash(9, &[1], &secret, &mut bytes), None);
     }
 
     /// A table of customers `K-000`..`K-199` (every third without a memo hash).
