@@ -87,7 +87,7 @@ impl Winners {
     }
 
     /// The winning row of an external_id (by its hash), if any row of it was accepted.
-    fn winner(&self, key: u128) -> anyhow::Result<Option<Seen>> {
+    fn winner(&mut self, key: u128) -> anyhow::Result<Option<Seen>> {
         Ok(self.0.get(key)?.map(Seen))
     }
 }
@@ -550,7 +550,7 @@ pub(super) fn segments(
                 )),
             },
             OnDuplicate::LastWins => {
-                let winner = match &state.winners {
+                let winner = match &mut state.winners {
                     Some(w) if !row.is_rejected() => w.winner(key)?,
                     _ => None,
                 };
