@@ -308,16 +308,22 @@ pub fn mark(
 mod tests {
     use super::*;
 
-    #[test]
-    fn stored_gives_each_external_ids_hash_and_customer() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.db");
-        let db = rusqlite::Connection::open(&path).unwrap();
+    /// A database at `path` with the columns of `customers` that the lookups read.
+    fn customers_table(path: &Path) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(path).unwrap();
         db.execute_batch(
             "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, \
              external_id TEXT NOT NULL UNIQUE, raw_hash BLOB);",
         )
         .unwrap();
+        db
+    }
+
+    #[test]
+    fn stored_gives_each_external_ids_hash_and_customer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let db = customers_table(&path);
         let hash: RowHash = [7; 16];
         db.execute(
             "INSERT INTO customers VALUES (41, 'A', ?1), (42, 'B', NULL)",
@@ -358,12 +364,7 @@ mod tests {
     /// A table of customers `K-000`..`K-199` (every third without a memo hash).
     fn numbered(dir: &tempfile::TempDir) -> Lookup {
         let path = dir.path().join("n.db");
-        let db = rusqlite::Connection::open(&path).unwrap();
-        db.execute_batch(
-            "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, \
-             external_id TEXT NOT NULL UNIQUE, raw_hash BLOB);",
-        )
-        .unwrap();
+        let db = customers_table(&path);
         for n in 0..200u8 {
             let hash = (!n.is_multiple_of(3)).then_some([n; 16]);
             db.execute(
