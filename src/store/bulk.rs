@@ -157,11 +157,8 @@ impl Store {
             .map(|r| r.customer_id.or_else(|| drawn.next()))
             .collect::<Option<_>>()
             .ok_or_else(|| sqlx::Error::Protocol("the id sequence gave too few ids".into()))?;
-        let mut text = String::with_capacity(rows.len() * 512);
-        for (r, id) in rows.iter().zip(&ids) {
-            copy_row(&mut text, r, *id, now, manager_id);
-        }
-        copy_in(c, "customers", &text).await?;
+        let copied = rows.iter().zip(ids.iter().copied());
+        copy_in(c, "customers", copied, now, manager_id).await?;
         Ok(rows
             .iter()
             .zip(ids)
@@ -220,18 +217,9 @@ impl Store {
         )
         .await?;
         c.execute("TRUNCATE custload_stage").await?;
-        let mut text = String::with_capacity(rows.len() * 512);
-        for r in rows {
-            // An update's row is a stored customer's: it has its id.
-            copy_row(
-                &mut text,
-                r,
-                r.customer_id.unwrap_or_default(),
-                now,
-                manager_id,
-            );
-        }
-        copy_in(c, "custload_stage", &text).await?;
+        // An update's row is a stored customer's: it has its id.
+        let copied = rows.iter().map(|r| (r, r.customer_id.unwrap_or_default()));
+        copy_in(c, "custload_stage", copied, now, manager_id).await?;
         let cols = columns();
         c.execute(
             format!(
@@ -244,12 +232,38 @@ impl Store {
     }
 }
 
-/// Sends COPY text (rows of [`copy_row`]) into `table`.
-async fn copy_in(c: &mut sqlx::PgConnection, table: &str, text: &str) -> Result<(), sqlx::Error> {
+/// Bytes of COPY text sent at a time.
+const COPY_PIECE: usize = 64 * 1024;
+
+/// Copies `rows` (each with its id) into `table`, as [`copy_row`] text sent a piece at a time
+/// while the rest is still being written: the server parses and inserts the first rows while
+/// the writer formats the others, instead of waiting for the whole chunk's text.
+async fn copy_in<'r>(
+    c: &mut sqlx::PgConnection,
+    table: &str,
+    rows: impl Iterator<Item = (&'r FullRow, i64)>,
+    now: i64,
+    manager_id: Option<i64>,
+) -> Result<(), sqlx::Error> {
     let mut copy = c
         .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns()))
         .await?;
-    if let Err(e) = copy.send(text.as_bytes()).await {
+    let mut piece = String::with_capacity(COPY_PIECE + 4096);
+    let mut sent = Ok(());
+    for (r, id) in rows {
+        copy_row(&mut piece, r, id, now, manager_id);
+        if piece.len() >= COPY_PIECE {
+            sent = copy.send(piece.as_bytes()).await.map(|_| ());
+            piece.clear();
+            if sent.is_err() {
+                break;
+            }
+        }
+    }
+    if sent.is_ok() && !piece.is_empty() {
+        sent = copy.send(piece.as_bytes()).await.map(|_| ());
+    }
+    if let Err(e) = sent {
         copy.abort("custload: sending the rows failed").await.ok();
         return Err(e);
     }
@@ -416,6 +430,49 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.matches('\n').count(), 1);
+    }
+
+    /// PostgreSQL: rows whose COPY text spans several pieces all arrive, each whole.
+    #[tokio::test]
+    async fn rows_copied_in_several_pieces_all_arrive_whole() {
+        let Some(url) = super::super::testdb::postgres_url("copy_pieces").await else {
+            return;
+        };
+        let mut store = Store::open(&url).await.unwrap();
+        let comment = crate::record::fields::id_of("comment");
+        // 600 rows of ~800 bytes of COPY text: seven pieces or so, rows across their edges.
+        let rows: Vec<FullRow> = (0..600)
+            .map(|i| {
+                let text = format!("{i:04}:{}", "é\\t".repeat(70));
+                FullRow::for_insert(
+                    i,
+                    &format!("P-{i}"),
+                    None,
+                    vec![(comment, Some(Value::Text(text.into())))],
+                    None,
+                    [0; 16],
+                )
+            })
+            .collect();
+        store.begin().await.unwrap();
+        let ids = store.insert_rows(&rows, 0, None).await.unwrap();
+        store.commit().await.unwrap();
+        assert_eq!(ids.len(), 600);
+        let Conn::Postgres(c) = &mut store.conn else {
+            panic!("a PostgreSQL store")
+        };
+        let stored: Vec<(String, String)> =
+            sqlx::query_as("SELECT external_id, comment FROM customers ORDER BY customer_id")
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+        assert_eq!(stored.len(), 600);
+        for (i, (ext, text)) in stored.iter().enumerate() {
+            assert_eq!(ext, &format!("P-{i}"));
+            assert_eq!(text, &format!("{i:04}:{}", "é\\t".repeat(70)));
+        }
+        drop(store);
+        super::super::testdb::drop_schema(&url).await;
     }
 
     #[test]
