@@ -425,7 +425,7 @@ impl Store {
         let planned = bulk::plan(
             &segment, actions, &hashes, rows, &stored, &resolver, outcomes,
         );
-        self.write_planned(planned, opts, state, outcomes, one_by_one)
+        self.write_planned(planned, rows, opts, state, outcomes, one_by_one)
             .await
     }
 
@@ -435,6 +435,7 @@ impl Store {
     async fn write_planned(
         &mut self,
         mut planned: bulk::Planned,
+        rows: &[Checked],
         opts: &WriteOptions<'_>,
         state: &mut RunState,
         outcomes: &mut [RowOutcome],
@@ -444,7 +445,7 @@ impl Store {
         for part in parts(&planned.updates, one_by_one) {
             self.update_rows(part, now, manager_id)
                 .await
-                .map_err(|e| part_stop(e, part, one_by_one))?;
+                .map_err(|e| part_stop(e, part.first().map(|r| r.row), one_by_one))?;
         }
         if opts.dry_run {
             for r in &planned.inserts_with_id {
@@ -462,13 +463,10 @@ impl Store {
         for group in [&planned.inserts_with_id, &planned.inserts] {
             for part in parts(group, one_by_one) {
                 let ids = self
-                    .insert_rows(part, now, manager_id)
+                    .insert_rows(part, rows, now, manager_id)
                     .await
-                    .map_err(|e| part_stop(e, part, one_by_one))?;
-                for r in part {
-                    let id = ids.get(&r.external_id).copied().ok_or_else(|| {
-                        sqlx::Error::Protocol(format!("no id returned for {}", r.external_id))
-                    })?;
+                    .map_err(|e| part_stop(e, part.first().map(|r| r.row), one_by_one))?;
+                for (r, id) in part.iter().zip(ids) {
                     outcomes[r.row] = RowOutcome::Added(id);
                 }
             }
@@ -610,14 +608,15 @@ fn stored_from_row(row: &sqlx::postgres::PgRow) -> Result<Stored, sqlx::Error> {
 }
 
 /// The rows of a group as statements take them: all at once, or one at a time.
-fn parts(rows: &[bulk::FullRow], one_by_one: bool) -> std::slice::Chunks<'_, bulk::FullRow> {
+fn parts<T>(rows: &[T], one_by_one: bool) -> std::slice::Chunks<'_, T> {
     rows.chunks(if one_by_one { 1 } else { rows.len().max(1) })
 }
 
-/// The stop for a failed statement over `part`: the row's own when it was one row at a time.
-fn part_stop(error: sqlx::Error, part: &[bulk::FullRow], one_by_one: bool) -> Stop {
-    match part.first() {
-        Some(r) if one_by_one => row_stop(error, r.row),
+/// The stop for a failed statement over a part whose first row is `first`: that row's own when
+/// it was one row at a time.
+fn part_stop(error: sqlx::Error, first: Option<usize>, one_by_one: bool) -> Stop {
+    match first {
+        Some(row) if one_by_one => row_stop(error, row),
         _ => bulk_stop(error),
     }
 }
