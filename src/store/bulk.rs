@@ -1,14 +1,14 @@
 //! PostgreSQL multi-row writes: a segment's updates, then its inserts, in a few statements
-//! instead of one per row. The rows go by `COPY` into a temporary staging table and one
-//! `INSERT ... SELECT` merge per group, which measured about 15% faster than multi-row `VALUES`
-//! for a first load (README, "PostgreSQL"). (SQLite writes row by row through prepared
-//! statements: [`super::direct`].)
+//! instead of one per row. Inserts go by one `COPY` straight into `customers`, their ids drawn
+//! from its sequence first; updates go by `COPY` into a temporary staging table and one
+//! `INSERT ... ON CONFLICT (external_id) DO UPDATE` merge (README, "PostgreSQL"). (SQLite
+//! writes row by row through prepared statements: [`super::direct`].)
 //!
 //! Every row is written whole (all field columns), so rows with different fields share one
 //! statement shape: an insert carries each field it lacks at the field's default, which is the
-//! column's default; an update writes the stored row with its changes applied (the rows are
-//! locked, so the stored values are current) through
-//! `INSERT ... ON CONFLICT (external_id) DO UPDATE`.
+//! column's default ([`NewRow`], written straight from its checked row); an update writes the
+//! stored row with its changes applied ([`FullRow`]; the rows are locked, so the stored values
+//! are current).
 
 use super::resolve::{Action, Assignment, Resolver, RowHash, Stored};
 use super::upsert::RowOutcome;
