@@ -26,6 +26,7 @@ use crate::record::fields::{ids::IDS, FieldId, Kind, FIELDS};
 use crate::record::hash::RowHash;
 use anyhow::Context;
 use std::path::Path;
+use std::sync::LazyLock;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bumped whenever a check rule changes what it says about some input: hashes stored under
@@ -33,8 +34,18 @@ use xxhash_rust::xxh3::xxh3_128;
 /// the new hashes).
 pub const RULES_VERSION: u32 = 1;
 
-/// The fields a memoized record is still checked for (see the module documentation).
+/// Whether a memoized record is still checked for this field (see the module documentation).
+/// A table, because the check stage asks once per column of every memo hit.
 pub fn memo_field(field: FieldId) -> bool {
+    MEMO_FIELDS[field]
+}
+
+/// [`memo_field`] of each field, by [`FieldId`].
+static MEMO_FIELDS: LazyLock<Vec<bool>> =
+    LazyLock::new(|| (0..FIELDS.len()).map(checked_on_hit).collect());
+
+/// The rule behind [`MEMO_FIELDS`].
+fn checked_on_hit(field: FieldId) -> bool {
     field == IDS.external_id
         || field == IDS.customer_id
         || field == IDS.brand

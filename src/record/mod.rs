@@ -47,7 +47,11 @@ pub struct Customer {
 impl Default for Customer {
     fn default() -> Self {
         Customer {
-            slots: vec![Slot::Absent; FIELDS.len()],
+            // Not `vec![Slot::Absent; n]`, which clones the value into each slot: this only
+            // writes the tag, and every row of a run starts here.
+            slots: std::iter::repeat_with(|| Slot::Absent)
+                .take(FIELDS.len())
+                .collect(),
         }
     }
 }
