@@ -69,14 +69,14 @@ fn read_all(sources: &mut Sources) -> Vec<RawRecord> {
 }
 
 fn check_all(
-    records: Vec<RawRecord>,
+    mut records: Vec<RawRecord>,
     layout: &Layout,
     plan: &Plan,
     pool: &rayon::ThreadPool,
 ) -> Vec<Checked> {
     let mut out = Vec::new();
     let decisions = Decisions::new();
-    pool.install(|| check_batch(0, records, layout, &plan.check, &decisions, &mut out));
+    pool.install(|| check_batch(0, &mut records, layout, &plan.check, &decisions, &mut out));
     out
 }
 

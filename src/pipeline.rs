@@ -10,6 +10,7 @@
 use crate::check::relation::{check_relation, CheckedRelation};
 use crate::check::{check_batch, external_id_of, memo, Checked};
 use crate::input::sources::{Layout, Source, Sources};
+use crate::input::spares::{spares, Returns, Spares};
 use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -135,7 +136,8 @@ pub async fn execute(
             Err(e) => return Ending::Fatal(e),
         },
     };
-    let raw_rx = spawn_reader(sources.readers, plan.batch_size, Arc::clone(&stop));
+    let (returns, spares) = spares();
+    let raw_rx = spawn_reader(sources.readers, plan.batch_size, spares, Arc::clone(&stop));
     // Before the memo reader's first read; without it, every memo hit is read again.
     let memo_baseline = store.data_version().await.ok().flatten();
     // Best effort: without it, every record is checked in full.
@@ -144,7 +146,13 @@ pub async fn execute(
         .and_then(|f| memo::Lookup::open(f).ok().flatten());
     // A dry run with nothing to look up has no use for the hashes.
     let raw_rx = spawn_memo(raw_rx, &layouts, plan, lookup, !plan.verify_only);
-    let mut checked_rx = spawn_checker(raw_rx, Arc::clone(&layouts), plan, Arc::clone(&pool));
+    let mut checked_rx = spawn_checker(
+        raw_rx,
+        Arc::clone(&layouts),
+        plan,
+        Arc::clone(&pool),
+        returns.clone(),
+    );
     let recheck = crate::check::Rechecker {
         layouts: &layouts,
         plan: &plan.check,
@@ -183,6 +191,7 @@ pub async fn execute(
         progress,
         &opts,
         &bytes_read,
+        returns,
     )
     .await;
     store.stop_background_checkpoints().await;
@@ -271,6 +280,7 @@ async fn write_all(
     progress: &Progress,
     opts: &WriteOptions<'_>,
     bytes_read: &AtomicU64,
+    returns: Returns,
 ) -> Ending {
     let Outputs {
         report,
@@ -292,7 +302,7 @@ async fn write_all(
     }
     // A batch's transaction is open (its first chunks are written, not yet committed).
     let mut in_batch = false;
-    let disposal = Disposal::spawn();
+    let disposal = Disposal::spawn(returns);
     loop {
         let message = tokio::select! {
             biased;
@@ -426,16 +436,23 @@ fn lower_priority() {
 
 /// Frees written chunks on a thread of its own: dropping a chunk's rows (a few dozen strings
 /// each) took a tenth of the writer's time, and the writer is the stage every row waits for.
+/// The CSV records the rows kept go back to the reader.
 struct Disposal {
     tx: Option<std::sync::mpsc::SyncSender<CheckedBatch>>,
 }
 
 impl Disposal {
-    fn spawn() -> Self {
+    fn spawn(returns: Returns) -> Self {
         let (tx, rx) = sync_channel::<CheckedBatch>(CHECKED_IN_FLIGHT);
         let spawned = std::thread::Builder::new()
             .name("custload-free".into())
-            .spawn(move || rx.into_iter().for_each(drop));
+            .spawn(move || {
+                for chunk in rx {
+                    if let CheckedBatch::Customers(rows) = chunk {
+                        returns.give(rows.into_iter().filter_map(|row| row.raw));
+                    }
+                }
+            });
         // Without the thread, chunks are freed where they are.
         Disposal {
             tx: spawned.is_ok().then_some(tx),
@@ -496,6 +513,7 @@ async fn finish_whole_run(
 fn spawn_reader(
     readers: Vec<Source>,
     batch_size: usize,
+    mut spares: Spares,
     stop: Arc<AtomicBool>,
 ) -> Receiver<RawMessage> {
     let (tx, rx) = sync_channel(RAW_IN_FLIGHT);
@@ -532,7 +550,7 @@ fn spawn_reader(
                 });
                 true
             };
-            match source.read_into(chunk, &mut emit) {
+            match source.read_reusing(chunk, &mut spares, &mut emit) {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
@@ -605,6 +623,7 @@ fn spawn_checker(
     layouts: Arc<Vec<Layout>>,
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
+    returns: Returns,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
@@ -617,6 +636,7 @@ fn spawn_checker(
             decisions: Vec::new(),
             held: Vec::new(),
             held_rows: 0,
+            returns,
         };
         for message in raw {
             let delivered = match message {
@@ -642,6 +662,8 @@ struct Checker {
     decisions: Vec<Decisions>,
     held: Vec<RawBatch>,
     held_rows: usize,
+    /// Where the records no row kept go: back to the reader.
+    returns: Returns,
 }
 
 impl Checker {
@@ -682,10 +704,12 @@ impl Checker {
             let ends_batch = batch.ends_batch;
             let checked = match batch.kind {
                 BatchKind::Customers => {
-                    let mut out = Vec::with_capacity(batch.records.len());
+                    let mut records = batch.records;
+                    let mut out = Vec::with_capacity(records.len());
                     self.pool.install(|| {
-                        check_batch(input, batch.records, layout, check, decisions, &mut out)
+                        check_batch(input, &mut records, layout, check, decisions, &mut out)
                     });
+                    self.returns.give(records.into_iter().map(|rec| rec.body));
                     CheckedBatch::Customers(out)
                 }
                 BatchKind::Relations => CheckedBatch::Relations(self.pool.install(|| {

@@ -123,22 +123,27 @@ impl Rechecker<'_> {
 }
 
 /// Checks a batch in parallel on the current rayon pool; `out` receives one row per record, in
-/// order. The records move into their rows (a row that keeps its record takes it, no copy).
+/// order. A row that keeps its record takes it (no copy) and leaves an empty body behind; the
+/// other records stay in `records` for the caller to reuse.
 pub fn check_batch(
     input: usize,
-    records: Vec<RawRecord>,
+    records: &mut [RawRecord],
     layout: &Layout,
     plan: &CheckPlan,
     dates: &Decisions,
     out: &mut Vec<Checked>,
 ) {
     records
-        .into_par_iter()
+        .par_iter_mut()
         .with_min_len(MIN_ROWS_PER_TASK)
         .map(|rec| {
-            let mut row = check_unkept(input, &rec, layout, plan, dates);
-            if keeps_record(&rec, plan) {
-                row.raw = Some(rec.body);
+            let mut row = check_unkept(input, rec, layout, plan, dates);
+            if keeps_record(rec, plan) {
+                // An Oversized body owns nothing: the cheapest thing to leave behind.
+                row.raw = Some(std::mem::replace(
+                    &mut rec.body,
+                    RawBody::Oversized { limit: 0 },
+                ));
             }
             row
         })

@@ -4,6 +4,7 @@
 //! threads, so the reader thread only splits bytes. A record with the wrong number of fields or
 //! invalid UTF-8 is still yielded; the checker turns it into an `INVALID_DATA` row.
 
+use crate::input::spares::Spares;
 use crate::input::{BatchKind, Emit, OpenedInput, RawBody, RawRecord};
 use anyhow::Context;
 use csv::{ByteRecord, ReaderBuilder};
@@ -204,13 +205,25 @@ impl CsvSource {
     ///
     /// I/O errors (including bad gzip data) are fatal; malformed and oversized records are not.
     pub fn read_batch(&mut self, batch: &mut Vec<RawRecord>, max: usize) -> anyhow::Result<bool> {
+        self.read_batch_reusing(batch, max, &mut Spares::none())
+    }
+
+    /// [`Self::read_batch`], reading into the spent records of `spares` while it has any.
+    pub fn read_batch_reusing(
+        &mut self,
+        batch: &mut Vec<RawRecord>,
+        max: usize,
+        spares: &mut Spares,
+    ) -> anyhow::Result<bool> {
         while batch.len() < max && !self.done {
             let Some(reader) = self.reader.as_mut() else {
                 self.done = true;
                 break;
             };
             let (bytes, count) = self.last_size;
-            let mut fields = ByteRecord::with_capacity(bytes + bytes / 4, count);
+            let mut fields = spares
+                .take()
+                .unwrap_or_else(|| ByteRecord::with_capacity(bytes + bytes / 4, count));
             let read = reader.read_byte_record(&mut fields);
             // A reader rebuilt after an oversized record counts from where the skip ended.
             if let Some((bytes, lines)) = reader.get_mut().skip_end.take() {
@@ -289,11 +302,17 @@ impl CsvSource {
         self.reader = Some(self.dialect.reader(tail, false));
     }
 
-    /// Reads every record, `batch_size` at a time, into `emit`; returns false if `emit` stopped.
-    pub fn read_into(&mut self, batch_size: usize, emit: &mut Emit<'_>) -> anyhow::Result<bool> {
+    /// Reads every record, `batch_size` at a time, into `emit`, reusing the spent records of
+    /// `spares`; returns false if `emit` stopped.
+    pub fn read_into(
+        &mut self,
+        batch_size: usize,
+        spares: &mut Spares,
+        emit: &mut Emit<'_>,
+    ) -> anyhow::Result<bool> {
         loop {
             let mut records = Vec::with_capacity(batch_size.min(1 << 16));
-            let more = self.read_batch(&mut records, batch_size)?;
+            let more = self.read_batch_reusing(&mut records, batch_size, spares)?;
             if !records.is_empty() && !emit(BatchKind::Customers, records) {
                 return Ok(false);
             }
@@ -379,6 +398,66 @@ mod tests {
                 RawBody::Json(_) => panic!("a CSV source yields fields"),
             })
             .collect()
+    }
+
+    #[test]
+    fn records_read_into_spent_ones_hold_only_their_own_fields() {
+        let text = "a,b,c\r\n1,x,\r\n2,\"multi\nline\",z\r\n,,\r\n";
+        let (returns, mut spares) = crate::input::spares::spares();
+        // Spent records longer, wider and positioned elsewhere than anything in the text.
+        let long = "l".repeat(500);
+        returns.give((0..3).map(|i| {
+            let mut r = ByteRecord::from(vec![long.as_str(); 10 + i]);
+            r.set_position(Some(csv::Position::new()));
+            RawBody::Fields(r)
+        }));
+        let input = OpenedInput {
+            name: "t".into(),
+            size: None,
+            reader: Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+        };
+        let dialect = Dialect {
+            delimiter: b',',
+            quote: b'"',
+        };
+        let mut src = CsvSource::from_input(input, dialect, 1 << 20)
+            .unwrap()
+            .unwrap();
+        let mut batch = Vec::new();
+        loop {
+            // Two at a time, as a pipeline's chunks are read.
+            let mut chunk = Vec::new();
+            let more = src.read_batch_reusing(&mut chunk, 2, &mut spares).unwrap();
+            batch.append(&mut chunk);
+            if !more {
+                break;
+            }
+        }
+        assert!(
+            spares.take().is_none(),
+            "all three spent records were read into"
+        );
+        let got: Vec<(u64, Vec<String>)> = batch
+            .into_iter()
+            .map(|r| match r.body {
+                RawBody::Fields(f) => (
+                    r.line,
+                    f.iter()
+                        .map(|x| String::from_utf8_lossy(x).into_owned())
+                        .collect(),
+                ),
+                _ => panic!("fields expected"),
+            })
+            .collect();
+        assert_eq!(got, lines_and_fields(text));
+        assert_eq!(
+            got,
+            vec![
+                row(2, &["1", "x", ""]),
+                row(3, &["2", "multi\nline", "z"]),
+                row(5, &["", "", ""]),
+            ]
+        );
     }
 
     fn row(line: u64, fields: &[&str]) -> (u64, Vec<String>) {

@@ -5,6 +5,7 @@ use crate::input::csv::CsvSource;
 use crate::input::header::{HeaderMap, KeyMap};
 use crate::input::json::JsonBody;
 use crate::input::ndjson::NdjsonSource;
+use crate::input::spares::Spares;
 use crate::input::{Emit, InputFile};
 use crate::plan::{InputSpec, Plan};
 use anyhow::Context;
@@ -24,8 +25,19 @@ pub enum Source {
 impl Source {
     /// Streams the input's records into `emit`, a batch at a time; false if `emit` stopped.
     pub fn read_into(&mut self, batch_size: usize, emit: &mut Emit<'_>) -> anyhow::Result<bool> {
+        self.read_reusing(batch_size, &mut Spares::none(), emit)
+    }
+
+    /// [`Self::read_into`], reading CSV records into the spent ones of `spares` while it has
+    /// any (JSON records are text of their own length, and are not reused).
+    pub fn read_reusing(
+        &mut self,
+        batch_size: usize,
+        spares: &mut Spares,
+        emit: &mut Emit<'_>,
+    ) -> anyhow::Result<bool> {
         match self {
-            Source::Csv(s) => s.read_into(batch_size, emit),
+            Source::Csv(s) => s.read_into(batch_size, spares, emit),
             Source::Ndjson(s) => s.read_into(batch_size, emit),
             Source::Body(s) => s.read_into(batch_size, emit),
         }
