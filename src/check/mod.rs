@@ -133,11 +133,12 @@ pub fn check_batch(
     dates: &Decisions,
     out: &mut Vec<Checked>,
 ) {
+    let hit_columns = hit_columns(layout);
     records
         .par_iter_mut()
         .with_min_len(MIN_ROWS_PER_TASK)
         .map(|rec| {
-            let mut row = check_unkept(input, rec, layout, plan, dates);
+            let mut row = check_unkept(input, rec, layout, plan, dates, &hit_columns);
             if keeps_record(rec, plan) {
                 // An Oversized body owns nothing: the cheapest thing to leave behind.
                 row.raw = Some(std::mem::replace(
@@ -158,7 +159,7 @@ pub fn check_record(
     plan: &CheckPlan,
     dates: &Decisions,
 ) -> Checked {
-    let mut row = check_unkept(input, rec, layout, plan, dates);
+    let mut row = check_unkept(input, rec, layout, plan, dates, &hit_columns(layout));
     if keeps_record(rec, plan) {
         row.raw = Some(rec.body.clone());
     }
@@ -178,6 +179,7 @@ fn check_unkept(
     layout: &Layout,
     plan: &CheckPlan,
     dates: &Decisions,
+    hit_columns: &[usize],
 ) -> Checked {
     let memo_hit = matches!(rec.memo, Memo::Hit(..));
     let mut row = Checked {
@@ -195,7 +197,7 @@ fn check_unkept(
     let mut meta = serde_json::Map::new();
     match (&rec.body, layout) {
         (RawBody::Fields(fields), Layout::Columns(header)) => {
-            let only = memo_hit.then_some(memo::memo_field as fn(FieldId) -> bool);
+            let only = memo_hit.then_some(hit_columns);
             if !check_fields(&mut row, fields, header, plan, dates, &mut meta, only) {
                 return row;
             }
@@ -252,9 +254,17 @@ pub fn external_id_of(
             .into();
     };
     let mut row = Checked::blank(input, rec.line);
-    let only = |field: FieldId| field == IDS.external_id;
+    let only = columns_where(header, |field| field == IDS.external_id);
     let mut meta = serde_json::Map::new();
-    if !check_fields(&mut row, fields, header, plan, dates, &mut meta, Some(only)) {
+    if !check_fields(
+        &mut row,
+        fields,
+        header,
+        plan,
+        dates,
+        &mut meta,
+        Some(&only),
+    ) {
         return row.external_id.into();
     }
     if let Some((_, constant)) = plan.set.iter().find(|(f, _)| *f == IDS.external_id) {
@@ -280,7 +290,7 @@ fn finish_memo_hit(mut row: Checked, plan: &CheckPlan) -> Checked {
     row
 }
 
-/// Maps and checks the cells of a CSV record (`only` the fields it accepts, when given); false if
+/// Maps and checks the cells of a CSV record (`only` the columns it lists, when given); false if
 /// the record as a whole is unusable.
 fn check_fields(
     row: &mut Checked,
@@ -289,7 +299,7 @@ fn check_fields(
     plan: &CheckPlan,
     dates: &Decisions,
     meta: &mut serde_json::Map<String, serde_json::Value>,
-    only: Option<fn(FieldId) -> bool>,
+    only: Option<&[usize]>,
 ) -> bool {
     if fields.len() != header.columns.len() {
         row.external_id = best_effort_external_id(fields, header).into();
@@ -303,49 +313,88 @@ fn check_fields(
         ));
         return false;
     }
-    for (i, (col, bytes)) in header.columns.iter().zip(fields.iter()).enumerate() {
-        if let Some(only) = only {
-            if !matches!(col, ColumnUse::Field(rule) if only(rule.field)) {
-                continue;
+    match only {
+        None => {
+            for (i, bytes) in fields.iter().enumerate() {
+                check_column(row, i, bytes, header, plan, dates, meta);
             }
         }
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            row.issues.push(Issue::invalid(
-                "record",
-                format!(
-                    "column {:?} is not valid UTF-8; check the pipeline's `encoding`",
-                    header.names[i]
-                ),
-            ));
-            continue;
-        };
-        // A rejects file marks formula-like cells with a leading `'`; take it off again.
-        let text = crate::rejects::strip_neutralized(text);
-        match col {
-            ColumnUse::Ignored => {}
-            ColumnUse::Field(rule) => {
-                let auto_date =
-                    (rule.date_format.as_deref() == Some(dates::AUTO)).then(|| dates.get(&i));
-                let slot = check_cell(
-                    rule,
-                    &header.names[i],
-                    text,
-                    &plan.ctx,
-                    auto_date,
-                    &mut row.issues,
-                );
-                row.customer.set(rule.field, slot);
+        Some(columns) => {
+            for &i in columns {
+                if let Some(bytes) = fields.get(i) {
+                    check_column(row, i, bytes, header, plan, dates, meta);
+                }
             }
-            ColumnUse::Unknown(name) => unknown_value(
-                name,
-                serde_json::Value::String(text.trim().to_owned()),
-                plan.unknown_columns,
-                meta,
-                &mut row.issues,
-            ),
         }
     }
     true
+}
+
+/// Maps and checks column `i` of a CSV record into `row`.
+fn check_column(
+    row: &mut Checked,
+    i: usize,
+    bytes: &[u8],
+    header: &HeaderMap,
+    plan: &CheckPlan,
+    dates: &Decisions,
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        row.issues.push(Issue::invalid(
+            "record",
+            format!(
+                "column {:?} is not valid UTF-8; check the pipeline's `encoding`",
+                header.names[i]
+            ),
+        ));
+        return;
+    };
+    // A rejects file marks formula-like cells with a leading `'`; take it off again.
+    let text = crate::rejects::strip_neutralized(text);
+    match &header.columns[i] {
+        ColumnUse::Ignored => {}
+        ColumnUse::Field(rule) => {
+            let auto_date =
+                (rule.date_format.as_deref() == Some(dates::AUTO)).then(|| dates.get(&i));
+            let slot = check_cell(
+                rule,
+                &header.names[i],
+                text,
+                &plan.ctx,
+                auto_date,
+                &mut row.issues,
+            );
+            row.customer.set(rule.field, slot);
+        }
+        ColumnUse::Unknown(name) => unknown_value(
+            name,
+            serde_json::Value::String(text.trim().to_owned()),
+            plan.unknown_columns,
+            meta,
+            &mut row.issues,
+        ),
+    }
+}
+
+/// The columns of a header mapped to a field that `keep` accepts, in order.
+fn columns_where(header: &HeaderMap, keep: impl Fn(FieldId) -> bool) -> Vec<usize> {
+    header
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, col)| matches!(col, ColumnUse::Field(rule) if keep(rule.field)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The columns a memo hit is checked for (see [`memo::memo_field`]), found once per batch
+/// instead of testing each of a record's columns.
+fn hit_columns(layout: &Layout) -> Vec<usize> {
+    match layout {
+        Layout::Columns(header) => columns_where(header, memo::memo_field),
+        Layout::Keys(_) => Vec::new(),
+    }
 }
 
 /// Maps and checks the keys of a JSON record; false if the record as a whole is unusable.
@@ -680,6 +729,33 @@ mod tests {
             body: RawBody::Fields(csv::ByteRecord::from(fields.to_vec())),
             memo: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_memo_hit_in_a_batch_is_checked_only_for_its_memo_columns() {
+        let (plan, layout) = plan_and_header(
+            "[pipelines.p]\n",
+            &["email", "external_id", "first_name", "birth_date"],
+        );
+        let fields = ["not-an-email", "C-1", "Ann", "2031-02-30"];
+        let mut hit = rec(3, &fields);
+        hit.memo = Memo::Hit([7; 16], 42);
+        let mut records = vec![rec(2, &fields), hit];
+        let mut out = Vec::new();
+        check_batch(0, &mut records, &layout, &plan, &Decisions::new(), &mut out);
+        let fields_of = |row: &Checked| -> Vec<String> {
+            row.issues.iter().map(|i| i.field.to_string()).collect()
+        };
+        assert_eq!(fields_of(&out[0]), vec!["email", "birth_date"]);
+        assert_eq!(fields_of(&out[1]), vec!["birth_date"]);
+        assert_eq!(out[0].customer.text(IDS.first_name), Some("Ann"));
+        assert_eq!(out[1].customer.text(IDS.first_name), None);
+        assert_eq!(out[1].external_id, "C-1");
+        assert_eq!(out[1].memo_customer_id, Some(42));
+        // The hit kept its record (the writer may check it in full); the other left it behind.
+        assert!(out[1].raw.is_some() && out[0].raw.is_none());
+        assert!(matches!(records[0].body, RawBody::Fields(_)));
+        assert!(matches!(records[1].body, RawBody::Oversized { .. }));
     }
 
     #[test]
