@@ -103,12 +103,17 @@ pub fn record_hash(
     if password_columns.iter().any(gives_password) {
         return None;
     }
+    // The fingerprint, every field's bytes in one piece, each field's length, then their
+    // count: as unambiguous as a length before each field, and one copy instead of two per
+    // field (that had cost several times the hashing itself).
     bytes.clear();
+    bytes.reserve(16 + fields.as_slice().len() + 8 * (fields.len() + 1));
     bytes.extend_from_slice(&fingerprint.to_le_bytes());
+    bytes.extend_from_slice(fields.as_slice());
     for field in fields.iter() {
         bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(field);
     }
+    bytes.extend_from_slice(&(fields.len() as u64).to_le_bytes());
     Some(xxh3_128(bytes).to_le_bytes())
 }
 
@@ -352,12 +357,12 @@ mod tests {
     fn a_record_hash_covers_every_field_and_none_is_made_of_a_password() {
         let fields = csv::ByteRecord::from(vec!["C-1", "  ", "Ann"]);
         let mut bytes = Vec::new();
-        // The layout stored hashes were made with: the fingerprint, then each field's length
-        // and bytes. A change here makes every stored hash miss once.
+        // The layout stored hashes are made with: the fingerprint, the fields' bytes, each
+        // field's length, the number of fields. A change here makes every stored hash miss once.
         let mut want = 9u128.to_le_bytes().to_vec();
-        for f in ["C-1", "  ", "Ann"] {
-            want.extend_from_slice(&(f.len() as u64).to_le_bytes());
-            want.extend_from_slice(f.as_bytes());
+        want.extend_from_slice(b"C-1  Ann");
+        for len in [3u64, 2, 3, 3] {
+            want.extend_from_slice(&len.to_le_bytes());
         }
         let hash = record_hash(9, &[1], &fields, &mut bytes);
         assert_eq!(
@@ -368,6 +373,11 @@ mod tests {
         assert_ne!(record_hash(8, &[], &fields, &mut bytes), hash);
         let other = csv::ByteRecord::from(vec!["C-1", "  ", "Anne"]);
         assert_ne!(record_hash(9, &[], &other, &mut bytes), hash);
+        // The same bytes split into other fields.
+        let moved = csv::ByteRecord::from(vec!["C-1 ", " ", "Ann"]);
+        assert_ne!(record_hash(9, &[], &moved, &mut bytes), hash);
+        let more = csv::ByteRecord::from(vec!["C-1", "  ", "Ann", ""]);
+        assert_ne!(record_hash(9, &[], &more, &mut bytes), hash);
         let secret = csv::ByteRecord::from(vec!["C-1", "s3cret", "Ann"]);
         assert_eq!(record_hash(9, &[1], &secret, &mut bytes), None);
     }
