@@ -11,7 +11,7 @@ use csv::ByteRecord;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Chunks of spent records that may wait for the reader; more are freed where they are.
-const CHUNKS_WAITING: usize = 4;
+const CHUNKS_WAITING: usize = 2;
 
 /// A record whose bytes grew past this is freed, not kept: one huge line must not pin its
 /// buffer for the rest of the run.
