@@ -3,6 +3,8 @@
 //!
 //! Memory is bounded by a few chunks in flight: the channels hold at most [`RAW_IN_FLIGHT`] and
 //! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory.
+//! Spent CSV records flow back to the reader (the checker thread returns those no row kept, the
+//! disposal thread those the rows kept) through [`crate::input::spares`], a third small channel.
 //! Checks run on rayon, database work on tokio; they meet only at the channel. Ctrl-C or SIGTERM
 //! (watched by [`crate::interrupt`] from the start of the run) rolls back the batch in flight; a
 //! second one exits at once (the database's journal keeps it consistent).
