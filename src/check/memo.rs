@@ -7,7 +7,7 @@
 //! rules, the pipeline's `set`, `empty`, `unknown_columns` and `redact_values`). The writer stores
 //! it as `customers.raw_hash` when the record was written or confirmed with no error and no
 //! warning. In the next run, a record whose hash is the stored one of its external_id ([`Lookup`])
-//! is a [`Memo::Hit`]: the check stage runs only what can have changed since ([`MEMO_FIELDS`]:
+//! is a [`Memo::Hit`]: the check stage runs only what can have changed since ([`memo_field`]:
 //! the external_id and explicit id, the brand, desk and statuses that today's reference data
 //! judges, the birth date whose age keeps growing), and the writer confirms the stored hash
 //! before it calls the row unchanged, or checks the record in full after all. (The writer skips
@@ -26,7 +26,6 @@ use crate::record::fields::{ids::IDS, FieldId, Kind, FIELDS};
 use crate::record::hash::RowHash;
 use anyhow::Context;
 use std::path::Path;
-use std::sync::LazyLock;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bumped whenever a check rule changes what it says about some input: hashes stored under
@@ -35,17 +34,7 @@ use xxhash_rust::xxh3::xxh3_128;
 pub const RULES_VERSION: u32 = 1;
 
 /// Whether a memoized record is still checked for this field (see the module documentation).
-/// A table, because the check stage asks once per column of every memo hit.
 pub fn memo_field(field: FieldId) -> bool {
-    MEMO_FIELDS[field]
-}
-
-/// [`memo_field`] of each field, by [`FieldId`].
-static MEMO_FIELDS: LazyLock<Vec<bool>> =
-    LazyLock::new(|| (0..FIELDS.len()).map(checked_on_hit).collect());
-
-/// The rule behind [`MEMO_FIELDS`].
-fn checked_on_hit(field: FieldId) -> bool {
     field == IDS.external_id
         || field == IDS.customer_id
         || field == IDS.brand

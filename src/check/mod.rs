@@ -254,7 +254,8 @@ pub fn external_id_of(
             .into();
     };
     let mut row = Checked::blank(input, rec.line);
-    let only = columns_where(header, |field| field == IDS.external_id);
+    // A field maps to one column at most (the header refuses a second).
+    let only = memo::external_id_column(header);
     let mut meta = serde_json::Map::new();
     if !check_fields(
         &mut row,
@@ -263,7 +264,7 @@ pub fn external_id_of(
         plan,
         dates,
         &mut meta,
-        Some(&only),
+        Some(only.as_slice()),
     ) {
         return row.external_id.into();
     }
