@@ -8,6 +8,7 @@
 pub mod bulk;
 pub mod checkpoint;
 mod direct;
+mod in_place;
 pub mod overlay;
 pub mod reference;
 pub mod relations;
