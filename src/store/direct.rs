@@ -172,44 +172,42 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
 });
 
 /// A statement prepared on first use: a first load never updates, a re-run never inserts.
-struct Lazy<'c> {
+/// `S` is rusqlite's [`Statement`] or, for the hot writes, an [`InPlaceStatement`].
+struct Lazy<'c, S = Statement<'c>> {
     sql: &'static str,
-    prepared: Option<Statement<'c>>,
+    prepared: Option<S>,
+    connection: std::marker::PhantomData<&'c rusqlite::Connection>,
 }
 
-impl<'c> Lazy<'c> {
+/// A statement kind [`Lazy`] can prepare.
+trait Prepare<'c>: Sized {
+    fn prepare(db: &'c rusqlite::Connection, sql: &str) -> rusqlite::Result<Self>;
+}
+
+impl<'c> Prepare<'c> for Statement<'c> {
+    fn prepare(db: &'c rusqlite::Connection, sql: &str) -> rusqlite::Result<Self> {
+        db.prepare(sql)
+    }
+}
+
+impl<'c> Prepare<'c> for InPlaceStatement<'c> {
+    fn prepare(db: &'c rusqlite::Connection, sql: &str) -> rusqlite::Result<Self> {
+        InPlaceStatement::prepare(db, sql)
+    }
+}
+
+impl<'c, S: Prepare<'c>> Lazy<'c, S> {
     const fn new(sql: &'static str) -> Self {
         Lazy {
             sql,
             prepared: None,
+            connection: std::marker::PhantomData,
         }
     }
 
-    fn get(&mut self, db: &'c rusqlite::Connection) -> rusqlite::Result<&mut Statement<'c>> {
+    fn get(&mut self, db: &'c rusqlite::Connection) -> rusqlite::Result<&mut S> {
         if self.prepared.is_none() {
-            self.prepared = Some(db.prepare(self.sql)?);
-        }
-        self.prepared.as_mut().ok_or(rusqlite::Error::InvalidQuery)
-    }
-}
-
-/// A statement that binds in place (see [`InPlaceStatement`]), prepared on first use.
-struct LazyInPlace<'c> {
-    sql: &'static str,
-    prepared: Option<InPlaceStatement<'c>>,
-}
-
-impl<'c> LazyInPlace<'c> {
-    const fn new(sql: &'static str) -> Self {
-        LazyInPlace {
-            sql,
-            prepared: None,
-        }
-    }
-
-    fn get(&mut self, db: &'c rusqlite::Connection) -> rusqlite::Result<&mut InPlaceStatement<'c>> {
-        if self.prepared.is_none() {
-            self.prepared = Some(InPlaceStatement::prepare(db, self.sql)?);
+            self.prepared = Some(S::prepare(db, self.sql)?);
         }
         self.prepared.as_mut().ok_or(rusqlite::Error::InvalidQuery)
     }
@@ -226,9 +224,9 @@ struct RowWriter<'c, 'o> {
     password: Lazy<'c>,
     email_holder: Lazy<'c>,
     id_holder: Lazy<'c>,
-    insert: LazyInPlace<'c>,
-    update: LazyInPlace<'c>,
-    update_email: LazyInPlace<'c>,
+    insert: Lazy<'c, InPlaceStatement<'c>>,
+    update: Lazy<'c, InPlaceStatement<'c>>,
+    update_email: Lazy<'c, InPlaceStatement<'c>>,
     refresh: Lazy<'c>,
     /// The brand of the last probe (a buffer kept across rows).
     probed_brand: String,
@@ -309,9 +307,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             password: Lazy::new("SELECT password_hash FROM customers WHERE external_id = ?1"),
             email_holder: Lazy::new("SELECT external_id FROM customers WHERE email_key = ?1"),
             id_holder: Lazy::new("SELECT external_id FROM customers WHERE customer_id = ?1"),
-            insert: LazyInPlace::new(&sql.insert),
-            update: LazyInPlace::new(&sql.update),
-            update_email: LazyInPlace::new(&sql.update_email),
+            insert: Lazy::new(&sql.insert),
+            update: Lazy::new(&sql.update),
+            update_email: Lazy::new(&sql.update_email),
             probed_brand: String::new(),
             insert_first,
             new_rows: 0,
