@@ -10,6 +10,7 @@ use crate::record::{Slot, Value};
 use crate::secret::Secret;
 use chrono::format::{Item, Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use compact_str::CompactString;
 use email_address::{EmailAddress, Options};
 
 /// Seconds in a day.
@@ -74,7 +75,7 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
         Kind::Enum { max } => parse_flag(value, max).or_else(|()| parse_int_in(value, 0, max)),
         Kind::Time => parse_time(value).map(Value::Int).ok_or(()),
         Kind::BirthDate => return check_birth_date(def, value, ctx, issues),
-        Kind::Email => check_email(value).map(|e| Value::Text(e.into())),
+        Kind::Email => check_email(value).map(|()| Value::Text(value.into())),
         Kind::JsonText => check_json(value, JsonShape::Any).map(|()| Value::Text(value.into())),
         Kind::JsonObject => {
             check_json(value, JsonShape::Object).map(|()| Value::Text(value.into()))
@@ -87,7 +88,7 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
             return normalized(
                 def,
                 value,
-                country_code(value).map(str::to_owned),
+                country_code(value).map(CompactString::const_new),
                 ctx,
                 issues,
             )
@@ -258,7 +259,7 @@ fn age_in_years(birth: i64, now: i64) -> i64 {
     n.years_since(b).map_or(0, i64::from)
 }
 
-fn check_email(value: &str) -> Result<String, ()> {
+fn check_email(value: &str) -> Result<(), ()> {
     // email_address implements RFC 5322 addr-spec; two domain labels rule out "john@localhost",
     // which a CRM cannot mail, and display forms like "John <j@x.com>" are refused.
     let options = Options::default()
@@ -266,7 +267,7 @@ fn check_email(value: &str) -> Result<String, ()> {
         .without_display_text()
         .without_domain_literal();
     match EmailAddress::parse_with_options(value, options) {
-        Ok(_) => Ok(value.to_owned()),
+        Ok(_) => Ok(()),
         Err(_) => Err(()),
     }
 }
@@ -402,7 +403,7 @@ fn check_password(def: &FieldDef, raw: &str, issues: &mut Vec<Issue>) -> Slot {
 fn normalized(
     def: &FieldDef,
     value: &str,
-    canonical: Option<String>,
+    canonical: Option<CompactString>,
     ctx: &RuleContext,
     issues: &mut Vec<Issue>,
 ) -> Slot {
@@ -420,7 +421,7 @@ fn normalized(
                     ),
                 ));
             }
-            Slot::Set(Value::Text(c.into()))
+            Slot::Set(Value::Text(c))
         }
         None => {
             issues.push(Issue::invalid(def.name, rule_text(def, value, ctx)));
@@ -458,9 +459,56 @@ fn check_country_list(
     ctx: &RuleContext,
     issues: &mut Vec<Issue>,
 ) -> Slot {
-    let items = split_list(value);
+    if value.starts_with('[') {
+        return check_country_items(def, &split_list(value), ctx, issues);
+    }
+    // The common form (`DE` or `DE;FR`), read without collecting its items: the stored JSON
+    // text is written on the stack (an alpha-2 code never needs escaping) and made a string
+    // once. Longer lists than fit, and rewritten ones (whose warning lists the codes), take the
+    // general path.
+    let mut json = [0u8; 24];
+    let mut len = 1;
+    json[0] = b'[';
+    for item in value
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let Some(code) = country_code(item) else {
+            issues.push(Issue::invalid(def.name, rule_text(def, item, ctx)));
+            return Slot::Empty;
+        };
+        let (&[a, b], true) = (code.as_bytes(), code == item) else {
+            return check_country_items(def, &split_list(value), ctx, issues);
+        };
+        let entry = [b',', b'"', a, b, b'"'];
+        let entry = if len == 1 { &entry[1..] } else { &entry[..] };
+        if len + entry.len() + 1 > json.len() {
+            return check_country_items(def, &split_list(value), ctx, issues);
+        }
+        json[len..len + entry.len()].copy_from_slice(entry);
+        len += entry.len();
+    }
+    if len == 1 {
+        return Slot::Empty;
+    }
+    json[len] = b']';
+    match std::str::from_utf8(&json[..=len]) {
+        Ok(text) => Slot::Set(Value::Text(text.into())),
+        Err(_) => unreachable!("ASCII codes and punctuation"),
+    }
+}
+
+/// A country list given as items: each an ISO 3166-1 country, stored as a JSON array of
+/// alpha-2 codes (with a `NORMALIZED` warning when one was rewritten).
+fn check_country_items(
+    def: &FieldDef,
+    items: &[String],
+    ctx: &RuleContext,
+    issues: &mut Vec<Issue>,
+) -> Slot {
     let mut codes: Vec<&'static str> = Vec::with_capacity(items.len());
-    for item in &items {
+    for item in items {
         match country_code(item) {
             Some(code) => codes.push(code),
             None => {
@@ -484,27 +532,37 @@ fn check_country_list(
 }
 
 /// An ISO 639-1 code (or 639-3 where there is none), with an optional ISO 3166 region.
-pub fn language_code(value: &str) -> Option<String> {
+pub fn language_code(value: &str) -> Option<CompactString> {
     let v = value.trim();
     let (lang, region) = match v.split_once(['-', '_']) {
         Some((l, r)) => (l, Some(r)),
         None => (v, None),
     };
-    let lower = lang.to_ascii_lowercase();
-    let language = match lower.len() {
-        2 => isolang::Language::from_639_1(&lower),
-        3 => isolang::Language::from_639_3(&lower),
+    // Lower-cased on the stack: a code has two or three ASCII letters, and this runs on every
+    // row that has a language.
+    let mut buf = [0u8; 3];
+    let lower = match lang.len() {
+        n @ (2 | 3) if lang.is_ascii() => {
+            buf[..n].copy_from_slice(lang.as_bytes());
+            buf[..n].make_ascii_lowercase();
+            std::str::from_utf8(&buf[..n]).ok()
+        }
         _ => None,
+    };
+    let language = match lower {
+        Some(l) if l.len() == 2 => isolang::Language::from_639_1(l),
+        Some(l) => isolang::Language::from_639_3(l),
+        None => None,
     }
     .or_else(|| region.is_none().then(|| english_language(lang)).flatten())?;
     let code = language.to_639_1().unwrap_or_else(|| language.to_639_3());
     match region {
-        None => Some(code.to_owned()),
+        None => Some(CompactString::const_new(code)),
         Some(r) => {
             let region = (r.len() == 2)
                 .then(|| celes::Country::from_alpha2(r).ok())
                 .flatten()?;
-            Some(format!("{code}-{}", region.alpha2))
+            Some(compact_str::format_compact!("{code}-{}", region.alpha2))
         }
     }
 }
@@ -520,12 +578,12 @@ fn english_language(name: &str) -> Option<isolang::Language> {
 }
 
 /// The IANA name of a time zone, matched case-insensitively.
-pub fn timezone_name(value: &str) -> Option<String> {
+pub fn timezone_name(value: &str) -> Option<CompactString> {
     let v = value.trim();
     v.parse::<chrono_tz::Tz>()
         .ok()
         .or_else(|| chrono_tz::Tz::from_str_insensitive(v).ok())
-        .map(|tz| tz.name().to_owned())
+        .map(|tz| CompactString::const_new(tz.name()))
 }
 
 /// What the phone rule says about a number.
@@ -852,6 +910,44 @@ mod tests {
             vec![Code::InvalidData]
         );
         assert!(run("domicile_codes", "DE,FR").1.is_empty());
+    }
+
+    /// The short path of a country list (codes as given, written on the stack) stores and
+    /// reports exactly what the general path does, at and beyond the length it takes.
+    #[test]
+    fn country_lists_read_alike_on_both_paths() {
+        let def = &FIELDS[id_of("nationality_codes")];
+        for raw in [
+            "DE",
+            " DE ; FR ",
+            "DE,FR,IT,ES",
+            "DE,FR,IT,ES,PT",
+            "DE;FR;IT;ES;PT;NL;BE",
+            "DE;;,FR,",
+            " ; ,",
+            "de",
+            "DE;deu",
+            "DE;XX;FR",
+            "XX",
+            "DE;Germany;FRA",
+            r#"["DE","FR"]"#,
+            r#"["DE", "Narnia"]"#,
+            "[DE",
+        ] {
+            let (mut short, mut general) = (Vec::new(), Vec::new());
+            let got = check_country_list(def, raw, &ctx(), &mut short);
+            let want = check_country_items(def, &split_list(raw), &ctx(), &mut general);
+            assert_eq!(got, want, "{raw:?}");
+            assert_eq!(short, general, "{raw:?}");
+        }
+        assert_eq!(
+            run("nationality_codes", "DE;FR;IT;ES;PT").0,
+            text(r#"["DE","FR","IT","ES","PT"]"#)
+        );
+        assert_eq!(
+            run("nationality_codes", "DE,FR,IT,ES").0,
+            text(r#"["DE","FR","IT","ES"]"#)
+        );
     }
 
     #[test]
