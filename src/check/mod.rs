@@ -533,7 +533,7 @@ fn check_cell(
     auto_date: Option<Option<&dates::Decision>>,
     issues: &mut Vec<Issue>,
 ) -> Slot {
-    if text.trim().is_empty() {
+    if rules::trim(text).is_empty() {
         return Slot::Empty;
     }
     match transform::apply(rule, column, text, ctx) {

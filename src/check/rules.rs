@@ -58,7 +58,7 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
         ));
         return Slot::Empty;
     }
-    let value = raw.trim();
+    let value = trim(raw);
     if value.is_empty() {
         return Slot::Empty;
     }
@@ -104,6 +104,20 @@ pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Ve
             issues.push(Issue::invalid(def.name, rule_text(def, value, ctx)));
             Slot::Empty
         }
+    }
+}
+
+/// `str::trim`, answered at once for the usual value, which starts and ends with a printable
+/// ASCII character: every cell of a row goes through a trim or two, and the general one
+/// (a function call that decodes a character at each end) was 5% of a dry run.
+#[inline]
+pub fn trim(value: &str) -> &str {
+    // Every character `char::is_whitespace` takes is either ASCII at or below ' ' or not ASCII.
+    let plain = |b: &u8| (b'!'..=b'~').contains(b);
+    let bytes = value.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(a), Some(z)) if plain(a) && plain(z) => value,
+        _ => value.trim(),
     }
 }
 
@@ -162,7 +176,7 @@ pub fn parse_time(value: &str) -> Option<i64> {
 }
 
 fn parse_any_time(value: &str) -> Option<i64> {
-    let value = value.trim();
+    let value = trim(value);
     if let Ok(n) = value.parse::<i64>() {
         return Some(n);
     }
@@ -434,7 +448,7 @@ fn normalized(
 ///
 /// Numeric codes are refused: in a CRM export they are more often a mistake than a country.
 pub fn country_code(value: &str) -> Option<&'static str> {
-    let v = value.trim();
+    let v = trim(value);
     let by_code = match v.len() {
         2 => celes::Country::from_alpha2(v).ok(),
         3 => celes::Country::from_alpha3(v).ok(),
@@ -533,7 +547,7 @@ fn check_country_items(
 
 /// An ISO 639-1 code (or 639-3 where there is none), with an optional ISO 3166 region.
 pub fn language_code(value: &str) -> Option<CompactString> {
-    let v = value.trim();
+    let v = trim(value);
     let (lang, region) = match v.split_once(['-', '_']) {
         Some((l, r)) => (l, Some(r)),
         None => (v, None),
@@ -579,7 +593,7 @@ fn english_language(name: &str) -> Option<isolang::Language> {
 
 /// The IANA name of a time zone, matched case-insensitively.
 pub fn timezone_name(value: &str) -> Option<CompactString> {
-    let v = value.trim();
+    let v = trim(value);
     v.parse::<chrono_tz::Tz>()
         .ok()
         .or_else(|| chrono_tz::Tz::from_str_insensitive(v).ok())
@@ -1081,6 +1095,17 @@ mod properties {
             } else {
                 prop_assert_eq!(issues.len(), 1);
             }
+        }
+
+        /// The quick trim is `str::trim`, for ASCII and Unicode white space at either end.
+        #[test]
+        fn trim_is_str_trim(
+            raw in prop_oneof![
+                "[ \t\n\x0B\x0C\r\u{85}\u{A0}\u{1680}\u{2028}\u{3000}\u{FEFF}\x00\x7Fa~!é]{0,8}",
+                any::<String>(),
+            ]
+        ) {
+            prop_assert_eq!(trim(&raw), raw.trim());
         }
 
         /// The date_format transform and the country/language/time zone lookups are total too.
