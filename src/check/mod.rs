@@ -314,16 +314,17 @@ fn check_fields(
         ));
         return false;
     }
+    let texts = FieldTexts::of(fields);
     match only {
         None => {
             for (i, bytes) in fields.iter().enumerate() {
-                check_column(row, i, bytes, header, plan, dates, meta);
+                check_column(row, i, texts.get(bytes), header, plan, dates, meta);
             }
         }
         Some(columns) => {
             for &i in columns {
                 if let Some(bytes) = fields.get(i) {
-                    check_column(row, i, bytes, header, plan, dates, meta);
+                    check_column(row, i, texts.get(bytes), header, plan, dates, meta);
                 }
             }
         }
@@ -331,17 +332,48 @@ fn check_fields(
     true
 }
 
-/// Maps and checks column `i` of a CSV record into `row`.
+/// The fields of a CSV record as text. The record is checked for UTF-8 once as a whole and
+/// each field cut out of that text: one check of a few hundred bytes instead of one call per
+/// field, which had been 5% of a dry run.
+struct FieldTexts<'r> {
+    /// The record's bytes, and their text when they are valid UTF-8 as a whole.
+    bytes: &'r [u8],
+    text: Option<&'r str>,
+}
+
+impl<'r> FieldTexts<'r> {
+    fn of(fields: &'r csv::ByteRecord) -> Self {
+        let bytes = fields.as_slice();
+        FieldTexts {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+        }
+    }
+
+    /// The text of `field` (bytes of this record), or `None` if it is not valid UTF-8.
+    fn get(&self, field: &'r [u8]) -> Option<&'r str> {
+        // `field` lies inside the record's bytes (csv keeps a record's fields in one buffer);
+        // where it does, its text is that stretch of the record's text, provided both ends fall
+        // on character boundaries (a field can end inside a character that the next completes).
+        let inside = self.text.and_then(|text| {
+            let start = (field.as_ptr() as usize).checked_sub(self.bytes.as_ptr() as usize)?;
+            text.get(start..start.checked_add(field.len())?)
+        });
+        inside.or_else(|| std::str::from_utf8(field).ok())
+    }
+}
+
+/// Maps and checks column `i` of a CSV record (its text, `None` if it is not UTF-8) into `row`.
 fn check_column(
     row: &mut Checked,
     i: usize,
-    bytes: &[u8],
+    text: Option<&str>,
     header: &HeaderMap,
     plan: &CheckPlan,
     dates: &Decisions,
     meta: &mut serde_json::Map<String, serde_json::Value>,
 ) {
-    let Ok(text) = std::str::from_utf8(bytes) else {
+    let Some(text) = text else {
         row.issues.push(Issue::invalid(
             "record",
             format!(
@@ -705,6 +737,35 @@ mod tests {
     use super::*;
     use crate::config::{parse, validate::resolve_pipeline};
     use std::path::Path;
+
+    /// A field's text is cut out of the record's text only where the field is valid UTF-8 on
+    /// its own: not when a character starts in one field and ends in the next.
+    #[test]
+    fn field_texts_are_each_fields_own_utf8() {
+        let split: &[&[u8]] = &[b"a\xC3", b"\xA9b", b"", "\u{e9}t\u{e9}".as_bytes()];
+        let cases: &[(&[&[u8]], &[Option<&str>])] = &[
+            (
+                &[b"C1", b"", "J\u{f6}rg \u{1f600}".as_bytes()],
+                &[Some("C1"), Some(""), Some("J\u{f6}rg \u{1f600}")],
+            ),
+            (split, &[None, None, Some(""), Some("\u{e9}t\u{e9}")]),
+            (
+                &[b"ok", b"\xFF", b"fine"],
+                &[Some("ok"), None, Some("fine")],
+            ),
+        ];
+        for (fields, want) in cases {
+            let record = csv::ByteRecord::from(fields.to_vec());
+            let texts = FieldTexts::of(&record);
+            let got: Vec<_> = record.iter().map(|f| texts.get(f)).collect();
+            assert_eq!(&got, want, "{fields:?}");
+        }
+        // Bytes from elsewhere are read on their own.
+        let record = csv::ByteRecord::from(vec!["abc"]);
+        let texts = FieldTexts::of(&record);
+        assert_eq!(texts.get(b"xyz"), Some("xyz"));
+        assert_eq!(texts.get(b"\xC3"), None);
+    }
 
     fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, Layout) {
         let file = parse(toml, Path::new("t.toml")).unwrap();

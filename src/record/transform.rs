@@ -12,7 +12,21 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use std::borrow::Cow;
 
 /// Applies a column's transforms to a non-empty value.
+#[inline]
 pub fn apply<'a>(
+    rule: &ColumnRule,
+    column: &str,
+    value: &'a str,
+    ctx: &RuleContext,
+) -> Result<Cow<'a, str>, Issue> {
+    // Most columns have no transform; they should not pay for the call.
+    if rule.map.is_none() && rule.alias == AliasConvert::Same && rule.date_format.is_none() {
+        return Ok(Cow::Borrowed(value));
+    }
+    apply_transforms(rule, column, value, ctx)
+}
+
+fn apply_transforms<'a>(
     rule: &ColumnRule,
     column: &str,
     value: &'a str,
