@@ -743,7 +743,9 @@ mod tests {
     #[test]
     fn field_texts_are_each_fields_own_utf8() {
         let split: &[&[u8]] = &[b"a\xC3", b"\xA9b", b"", "\u{e9}t\u{e9}".as_bytes()];
-        let cases: &[(&[&[u8]], &[Option<&str>])] = &[
+        /// A record's fields, and the text each should read as.
+        type Case<'a> = (&'a [&'a [u8]], &'a [Option<&'a str>]);
+        let cases: &[Case] = &[
             (
                 &[b"C1", b"", "J\u{f6}rg \u{1f600}".as_bytes()],
                 &[Some("C1"), Some(""), Some("J\u{f6}rg \u{1f600}")],
