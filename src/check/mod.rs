@@ -318,13 +318,31 @@ fn check_fields(
     match only {
         None => {
             for (i, bytes) in fields.iter().enumerate() {
-                check_column(row, i, texts.get(bytes), header, plan, dates, meta);
+                check_column(
+                    row,
+                    i,
+                    texts.get(bytes),
+                    texts.has_nul,
+                    header,
+                    plan,
+                    dates,
+                    meta,
+                );
             }
         }
         Some(columns) => {
             for &i in columns {
                 if let Some(bytes) = fields.get(i) {
-                    check_column(row, i, texts.get(bytes), header, plan, dates, meta);
+                    check_column(
+                        row,
+                        i,
+                        texts.get(bytes),
+                        texts.has_nul,
+                        header,
+                        plan,
+                        dates,
+                        meta,
+                    );
                 }
             }
         }
@@ -339,6 +357,8 @@ struct FieldTexts<'r> {
     /// The record's bytes, and their text when they are valid UTF-8 as a whole.
     bytes: &'r [u8],
     text: Option<&'r str>,
+    /// Whether a NUL byte is anywhere in the record (searched once here, not per value).
+    has_nul: bool,
 }
 
 impl<'r> FieldTexts<'r> {
@@ -347,6 +367,7 @@ impl<'r> FieldTexts<'r> {
         FieldTexts {
             bytes,
             text: std::str::from_utf8(bytes).ok(),
+            has_nul: memchr::memchr(0, bytes).is_some(),
         }
     }
 
@@ -363,11 +384,14 @@ impl<'r> FieldTexts<'r> {
     }
 }
 
-/// Maps and checks column `i` of a CSV record (its text, `None` if it is not UTF-8) into `row`.
+/// Maps and checks column `i` of a CSV record (its text, `None` if it is not UTF-8; whether the
+/// record holds a NUL anywhere) into `row`.
+#[allow(clippy::too_many_arguments)] // the record's context, passed to each of its cells
 fn check_column(
     row: &mut Checked,
     i: usize,
     text: Option<&str>,
+    may_hold_nul: bool,
     header: &HeaderMap,
     plan: &CheckPlan,
     dates: &Decisions,
@@ -394,6 +418,7 @@ fn check_column(
                 rule,
                 &header.names[i],
                 text,
+                may_hold_nul,
                 &plan.ctx,
                 auto_date,
                 &mut row.issues,
@@ -493,7 +518,7 @@ fn walk_object(
                 Ok(None) => Slot::Empty,
                 Ok(Some(text)) => {
                     let auto = (rule.date_format.as_deref() == Some(dates::AUTO)).then_some(None);
-                    check_cell(&rule, &path, &text, &plan.ctx, auto, &mut row.issues)
+                    check_cell(&rule, &path, &text, true, &plan.ctx, auto, &mut row.issues)
                 }
                 Err(()) => {
                     row.issues.push(Issue::invalid(
@@ -561,6 +586,7 @@ fn check_cell(
     rule: &ColumnRule,
     column: &str,
     text: &str,
+    may_hold_nul: bool,
     ctx: &RuleContext,
     auto_date: Option<Option<&dates::Decision>>,
     issues: &mut Vec<Issue>,
@@ -571,7 +597,11 @@ fn check_cell(
     match transform::apply(rule, column, text, ctx) {
         Ok(value) => match auto_date {
             Some(decision) => check_auto_date(rule, &value, decision, ctx, issues),
-            None => rules::check_value(&FIELDS[rule.field], &value, ctx, issues),
+            None => {
+                // A transform's output (from the config) is searched for a NUL in any case.
+                let may_hold_nul = may_hold_nul || matches!(value, std::borrow::Cow::Owned(_));
+                rules::check_value_of(&FIELDS[rule.field], &value, may_hold_nul, ctx, issues)
+            }
         },
         Err(issue) => {
             issues.push(issue);
@@ -820,6 +850,30 @@ mod tests {
         assert!(out[1].raw.is_some() && out[0].raw.is_none());
         assert!(matches!(records[0].body, RawBody::Fields(_)));
         assert!(matches!(records[1].body, RawBody::Oversized { .. }));
+    }
+
+    /// A NUL is searched for once per CSV record, and still refuses exactly the values that
+    /// hold one; a mapped value from the config is searched on its own.
+    #[test]
+    fn nul_characters_are_refused_in_the_value_that_holds_them() {
+        let (plan, header) = plan_and_header(
+            "[pipelines.p.columns]\nsrc = { field = \"lead_source\", map = { x = \"web\\u0000\", y = \"web\" } }\n",
+            &["external_id", "first_name", "last_name", "src"],
+        );
+        let check = |fields: &[&str]| {
+            let row = check_record(0, &rec(2, fields), &header, &plan, &Decisions::new());
+            let mut fields: Vec<String> = row.issues.iter().map(|i| i.field.to_string()).collect();
+            fields.sort();
+            fields
+        };
+        assert_eq!(check(&["C1", "A\0nn", "Lee", ""]), vec!["first_name"]);
+        assert_eq!(check(&["C1", "Ann", "Lee", ""]), Vec::<String>::new());
+        assert_eq!(
+            check(&["C1", "\0", "Lee\0", ""]),
+            vec!["first_name", "last_name"]
+        );
+        assert_eq!(check(&["C1", "Ann", "Lee", "x"]), vec!["lead_source"]);
+        assert_eq!(check(&["C1", "Ann", "Lee", "y"]), Vec::<String>::new());
     }
 
     #[test]

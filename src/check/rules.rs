@@ -43,12 +43,24 @@ pub fn quote(def: &FieldDef, value: &str, ctx: &RuleContext) -> String {
 ///
 /// Blank values never come here: the caller turns them into [`Slot::Empty`].
 pub fn check_value(def: &FieldDef, raw: &str, ctx: &RuleContext, issues: &mut Vec<Issue>) -> Slot {
+    check_value_of(def, raw, true, ctx, issues)
+}
+
+/// [`check_value`], told whether `raw` may hold a NUL character: a CSV record is searched for
+/// one once as a whole, not in each of its values.
+pub fn check_value_of(
+    def: &FieldDef,
+    raw: &str,
+    may_hold_nul: bool,
+    ctx: &RuleContext,
+    issues: &mut Vec<Issue>,
+) -> Slot {
     if def.kind == Kind::Password {
         return check_password(def, raw, issues);
     }
     // PostgreSQL text cannot hold U+0000 (SQLite can): refused on both backends alike, so a
     // file gives the same report wherever it goes. Other control characters are kept.
-    if raw.contains('\0') {
+    if may_hold_nul && raw.contains('\0') {
         issues.push(Issue::invalid(
             def.name,
             format!(
