@@ -31,7 +31,7 @@ pub struct ConfigFile {
 pub struct Defaults {
     /// Database URL (default `sqlite://custload.db`).
     pub database: Option<String>,
-    /// Rows per batch: the unit of parallel checking and of one write transaction (default 5000).
+    /// Rows per batch: the unit of parallel checking and of one write transaction (default 50,000).
     pub batch_size: Option<usize>,
     /// Checker threads (default: the number of cores).
     pub threads: Option<usize>,

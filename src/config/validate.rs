@@ -18,9 +18,12 @@ pub const MIN_RECORD_BYTES: u64 = 1 << 10;
 /// Largest `max_record_bytes`: 1 GiB.
 pub const MAX_RECORD_BYTES: u64 = 1 << 30;
 
-/// Rows per batch when nothing says otherwise.
+/// Rows per batch when nothing says otherwise. A commit writes every page the batch dirtied to
+/// the WAL, and the pages of the email index are scattered: 5000-row batches rewrote them 200
+/// times in a 1M-row load. 50,000 rows (well under a second of work, which is what an interrupt
+/// rolls back) took a 1M first load from 20.1, 18.8 s to 14.3, 16.6 s, at the same peak memory.
 pub const fn default_batch_size() -> usize {
-    5000
+    50_000
 }
 
 /// The largest batch accepted: keeps one batch's memory bounded.
