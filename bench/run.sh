@@ -11,7 +11,8 @@
 #   R_10N=1           repetitions of that 10xN step
 #   SKIP_PG=0         1 = leave out every PostgreSQL step
 #   SKIP_BUILD=0      1 = do not run cargo build (use target/release as it is)
-#   CUSTLOAD_BIN, GEN_BIN      use these binaries instead of target/release/...
+#   CUSTLOAD_BIN, GEN_BIN, CHECK_BIN   use these binaries instead of target/release/...
+#   STAGE_ROWS=100000 rows the check stage alone is measured on (examples/check_threads); 0 = skip
 #   PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres PG_DB=test   (trust auth or PGPASSWORD)
 #   MEM_LIMIT_MB=150  peak RSS target (MiB)
 #   STRICT=0          1 = exit 1 when a target fails
@@ -34,6 +35,7 @@ R_10N=${R_10N:-1}
 SKIP_PG=${SKIP_PG:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 MEM_LIMIT_MB=${MEM_LIMIT_MB:-150}
+STAGE_ROWS=${STAGE_ROWS:-100000}
 STRICT=${STRICT:-0}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
@@ -65,23 +67,26 @@ sqlite3 :memory: "select unixepoch('2000-01-01')" >/dev/null 2>&1 \
     || die "sqlite3 CLI too old: needs unixepoch() (3.38+)"
 
 # ---------------------------------------------------------------- binaries
-if [[ -z ${CUSTLOAD_BIN:-} || -z ${GEN_BIN:-} ]]; then
+if [[ -z ${CUSTLOAD_BIN:-} || -z ${GEN_BIN:-} || -z ${CHECK_BIN:-} ]]; then
     if [[ $SKIP_BUILD != 1 ]]; then
         need cargo
-        log "building (cargo build --release --bin custload --example gen_customers)"
-        (cd "$REPO" && cargo build --release --bin custload --example gen_customers) \
+        log "building (cargo build --release --bin custload --example gen_customers --example check_threads)"
+        (cd "$REPO" && cargo build --release --bin custload --example gen_customers --example check_threads) \
             || die "cargo build failed"
     fi
 fi
 CUSTLOAD_SRC=${CUSTLOAD_BIN:-$REPO/target/release/custload}
 GEN_SRC=${GEN_BIN:-$REPO/target/release/examples/gen_customers}
+CHECK_SRC=${CHECK_BIN:-$REPO/target/release/examples/check_threads}
 [[ -x $CUSTLOAD_SRC ]] || die "custload binary not found: $CUSTLOAD_SRC"
 [[ -x $GEN_SRC ]] || die "gen_customers binary not found: $GEN_SRC"
+[[ $STAGE_ROWS == 0 || -x $CHECK_SRC ]] || die "check_threads binary not found: $CHECK_SRC (or STAGE_ROWS=0)"
 
 mkdir -p "$WORK"/{bin,data,db,logs,sql,times,tmp}
 # Private copies: a concurrent `cargo build` must not swap the binary in the middle of the run.
 cp -f "$CUSTLOAD_SRC" "$WORK/bin/custload"
 cp -f "$GEN_SRC" "$WORK/bin/gen_customers"
+[[ $STAGE_ROWS == 0 ]] || cp -f "$CHECK_SRC" "$WORK/bin/check_threads"
 CUSTLOAD=$WORK/bin/custload
 GEN=$WORK/bin/gen_customers
 rm -f "$WORK"/times/* "$WORK"/logs/* "$WORK"/sql/* "$WORK"/tmp/*
@@ -393,6 +398,16 @@ if [[ $BENCH_10N == 1 ]]; then
     done
 fi
 
+# The check stage alone, on one thread and on two, taking turns (examples/check_threads.rs): a
+# whole run with --threads 1 already keeps both cores busy with its reader and writer.
+STAGE_RATIO=
+if [[ $STAGE_ROWS != 0 ]]; then
+    log "check stage alone, 1 vs 2 threads ($STAGE_ROWS rows)"
+    "$WORK/bin/check_threads" "$NIGHT1" --rows "$STAGE_ROWS" --passes 7 >"$WORK/logs/check_threads.log" 2>&1 \
+        || die "check_threads failed (see $WORK/logs/check_threads.log)"
+    STAGE_RATIO=$(awk '/^median ratio/ {print $3}' "$WORK/logs/check_threads.log")
+fi
+
 [[ -c /dev/null ]] || SANITY+=("- WARNING: /dev/null is no longer a character device (something replaced it during the run)")
 
 # ---------------------------------------------------------------- report
@@ -461,6 +476,11 @@ else
 fi
 # throughput ratio threads2/threads1 = wall(threads1) / wall(threads2)
 ratio_target "throughput --threads 2 / --threads 1 (verify-only)" cl_verify_threads1 cl_verify_threads2 "≥" 1.8
+if [[ -n $STAGE_RATIO ]]; then
+    verdict=$(awk -v r="$STAGE_RATIO" 'BEGIN{ print (r + 0 >= 1.8) ? "PASS" : "FAIL" }')
+    [[ $verdict == FAIL ]] && FAILS=$((FAILS + 1))
+    targets_md+=("| throughput, check stage alone, 2 threads / 1 (median of 7 passes, $STAGE_ROWS rows) | $STAGE_RATIO | ≥ 1.8 | $verdict |")
+fi
 info_md=()
 if have cl_pg_first_load && have ref_c_pg_copy; then
     info_md+=("- PG first load / plain \`\\copy\` (c): $(awk -v a="$(median_wall cl_pg_first_load)" -v b="$(median_wall ref_c_pg_copy)" 'BEGIN{printf "%.3f", a/b}') (no target)")

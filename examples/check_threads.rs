@@ -1,0 +1,119 @@
+//! Throughput of the check stage alone on one and on two threads (issue 6: "validation
+//! throughput with `--threads 2` >= 1.8 x `--threads 1`").
+//!
+//! A whole `custload run --threads 1` already keeps both cores busy (the reader, the memo
+//! lookups and the writer have threads of their own), so its wall against `--threads 2` says
+//! little about the parallel stage. This runs the stage by itself: it reads up to `--rows`
+//! records of a CSV once, in the pipeline's 1,000-record chunks, then checks them with a rayon
+//! pool of one thread and one of two, as the pipeline's checker thread does (`check_batch` per
+//! chunk). The two pools take turns every `--round` chunks, so that a change in the shared
+//! host's speed, which here moves a single-threaded minute by a factor of two, hits both
+//! alike. Each pass prints the time of each pool and their ratio; the last line is the median.
+//!
+//! ```text
+//! cargo run --release --example gen_customers -- --rows 100000 --out rows.csv
+//! cargo run --release --example check_threads -- rows.csv
+//! ```
+
+use clap::Parser;
+use custload::check::{check_batch, Checked};
+use custload::cli::Cli;
+use custload::input::sources::open_sources;
+use custload::input::RawRecord;
+use custload::plan::Plan;
+use custload::record::dates::Decisions;
+use std::time::{Duration, Instant};
+
+/// Command line of the measurement.
+#[derive(Parser)]
+#[command(about = "Check-stage throughput on 1 and 2 threads, taking turns")]
+struct Args {
+    /// CSV file in canonical columns (as gen_customers writes).
+    csv: String,
+    /// Records to read from it (they are held in memory).
+    #[arg(long, default_value_t = 100_000)]
+    rows: usize,
+    /// Passes over the records; the median ratio is reported.
+    #[arg(long, default_value_t = 5)]
+    passes: usize,
+    /// Chunks each pool checks before the other takes its turn.
+    #[arg(long, default_value_t = 8)]
+    round: usize,
+}
+
+/// Records per chunk, as the pipeline cuts them.
+const CHUNK: usize = 1000;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("pipelines.toml");
+    std::fs::write(&config, "[pipelines.bench]\n")?;
+    let config_arg = config.to_string_lossy().into_owned();
+    let cli = Cli::parse_from([
+        "custload",
+        "--config",
+        &config_arg,
+        "run",
+        "bench",
+        &args.csv,
+    ]);
+    let file = custload::config::load(&config)?;
+    let plan = Plan::from_options(
+        &cli.options,
+        &file,
+        &config,
+        "bench",
+        std::slice::from_ref(&args.csv),
+    )?;
+    let mut sources = open_sources(&plan)?;
+    let mut chunks: Vec<Vec<RawRecord>> = Vec::new();
+    let mut read = 0;
+    sources.readers[0].read_into(CHUNK, &mut |_, records: Vec<RawRecord>| {
+        read += records.len();
+        chunks.push(records);
+        read < args.rows
+    })?;
+    let layout = sources.layouts[0].clone();
+    let pools = [1, 2].map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build());
+    let [Ok(one), Ok(two)] = pools else {
+        anyhow::bail!("cannot start the thread pools");
+    };
+    let decisions = Decisions::new();
+    // Checks `round`'s chunks on `pool`; the time of the checks alone (the copies of the records,
+    // which the reader makes in a run, and the drop of the rows, which a thread of its own does,
+    // are left out).
+    let check = |pool: &rayon::ThreadPool, round: &[Vec<RawRecord>]| -> Duration {
+        let mut input = round.to_vec();
+        let mut rows: Vec<Vec<Checked>> = Vec::with_capacity(input.len());
+        let start = Instant::now();
+        for records in &mut input {
+            let mut out = Vec::new();
+            pool.install(|| check_batch(0, records, &layout, &plan.check, &decisions, &mut out));
+            rows.push(out);
+        }
+        start.elapsed()
+    };
+    println!(
+        "{read} records in chunks of {CHUNK}, pools taking turns every {} chunks",
+        args.round
+    );
+    let mut ratios = Vec::with_capacity(args.passes);
+    for pass in 1..=args.passes {
+        let (mut t1, mut t2) = (Duration::ZERO, Duration::ZERO);
+        for round in chunks.chunks(args.round.max(1)) {
+            t1 += check(&one, round);
+            t2 += check(&two, round);
+        }
+        let ratio = t1.as_secs_f64() / t2.as_secs_f64();
+        println!(
+            "pass {pass}: 1 thread {:.3} s, 2 threads {:.3} s, throughput ratio {ratio:.3}",
+            t1.as_secs_f64(),
+            t2.as_secs_f64()
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("median ratio {:.3}", ratios[ratios.len() / 2]);
+    Ok(())
+}
