@@ -39,10 +39,10 @@ struct Args {
     /// Chunks each pool checks before the other takes its turn.
     #[arg(long, default_value_t = 8)]
     round: usize,
+    /// Records per chunk (the pipeline cuts 1,000).
+    #[arg(long, default_value_t = 1000)]
+    chunk: usize,
 }
-
-/// Records per chunk, as the pipeline cuts them.
-const CHUNK: usize = 1000;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     let mut sources = open_sources(&plan)?;
     let mut chunks: Vec<Vec<RawRecord>> = Vec::new();
     let mut read = 0;
-    sources.readers[0].read_into(CHUNK, &mut |_, records: Vec<RawRecord>| {
+    sources.readers[0].read_into(args.chunk.max(1), &mut |_, records: Vec<RawRecord>| {
         read += records.len();
         chunks.push(records);
         read < args.rows
@@ -95,8 +95,8 @@ fn main() -> anyhow::Result<()> {
         start.elapsed()
     };
     println!(
-        "{read} records in chunks of {CHUNK}, pools taking turns every {} chunks",
-        args.round
+        "{read} records in chunks of {}, pools taking turns every {} chunks",
+        args.chunk, args.round
     );
     let mut ratios = Vec::with_capacity(args.passes);
     for pass in 1..=args.passes {
