@@ -51,9 +51,13 @@ const BLOCK: usize = 256;
 /// Bytes of an entry on disk: the key's two halves and the value, little-endian.
 const ENTRY_BYTES: usize = 24;
 
-/// Bits of the filter of spilled keys per entry the memory table holds: 128, so that twenty
-/// spills (10M keys) still leave ~7 bits a key (a few percent of misses reach the disk) and
-/// after a few almost none do. At the default cap that is 8 MiB, allocated at the first spill.
+/// Spills the filter is sized for: twenty at the default cap, ~9.2M keys, about a 10M-row run.
+const FILTER_SPILLS: usize = 20;
+
+/// Bits of the filter of spilled keys per entry the memory table holds: 128, so that
+/// [`FILTER_SPILLS`] spills still leave ~7 bits a key (a few percent of misses reach the disk)
+/// and after a few almost none do. At the default cap that is 8 MiB, allocated at the first
+/// spill.
 const FILTER_BITS_PER_CAP: usize = 128;
 
 /// Hashes keys that are xxh3 hashes already by taking their low 64 bits.
@@ -262,7 +266,7 @@ impl SpillMap {
         let cap = self.cap;
         let filter = self.filter.get_or_insert_with(|| {
             let bits = cap.next_power_of_two() * FILTER_BITS_PER_CAP;
-            fastbloom::BloomFilter::with_num_bits(bits).expected_items(cap * 10)
+            fastbloom::BloomFilter::with_num_bits(bits).expected_items(cap * FILTER_SPILLS)
         });
         for key in self.memory.keys() {
             filter.insert_hash(key.lo);
