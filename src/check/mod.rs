@@ -8,6 +8,7 @@ pub mod issue;
 pub mod memo;
 pub mod refdata;
 pub mod relation;
+pub mod repeats;
 pub mod rules;
 
 use crate::config::validate::ColumnRule;
@@ -600,7 +601,18 @@ fn check_cell(
             None => {
                 // A transform's output (from the config) is searched for a NUL in any case.
                 let may_hold_nul = may_hold_nul || matches!(value, std::borrow::Cow::Owned(_));
-                rules::check_value_of(&FIELDS[rule.field], &value, may_hold_nul, ctx, issues)
+                let def = &FIELDS[rule.field];
+                // A value with a NUL gets an error whatever else it holds: not worth keeping.
+                if repeats::kept_for(def.kind) && !(may_hold_nul && value.contains('\0')) {
+                    return repeats::recall_or_check(
+                        rule.field,
+                        &value,
+                        ctx.redact_values,
+                        issues,
+                        |issues| rules::check_value_of(def, &value, false, ctx, issues),
+                    );
+                }
+                rules::check_value_of(def, &value, may_hold_nul, ctx, issues)
             }
         },
         Err(issue) => {
@@ -874,6 +886,36 @@ mod tests {
         );
         assert_eq!(check(&["C1", "Ann", "Lee", "x"]), vec!["lead_source"]);
         assert_eq!(check(&["C1", "Ann", "Lee", "y"]), Vec::<String>::new());
+    }
+
+    /// Countries and the like are checked once per thread and value, and a repeat gets the
+    /// same slot and issues.
+    #[test]
+    fn repeated_country_values_are_recalled_alike() {
+        std::thread::spawn(|| {
+            let (plan, header) = plan_and_header(
+                "[pipelines.p]\n",
+                &["external_id", "citizenship", "timezone"],
+            );
+            let check = |id: &str| {
+                let fields = [id, "Germany", "Europe/Berlin"];
+                check_record(0, &rec(2, &fields), &header, &plan, &Decisions::new())
+            };
+            let (first, second) = (check("C-1"), check("C-2"));
+            assert_eq!(repeats::kept_values(IDS.citizenship), 1);
+            assert_eq!(
+                repeats::kept_values(crate::record::fields::id_of("timezone")),
+                1
+            );
+            for field in [IDS.citizenship, crate::record::fields::id_of("timezone")] {
+                assert_eq!(first.customer.slot(field), second.customer.slot(field));
+            }
+            assert_eq!(first.issues, second.issues);
+            assert_eq!(first.customer.text(IDS.citizenship), Some("DE"));
+            assert_eq!(first.issues[0].code, Code::Normalized);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
