@@ -112,8 +112,9 @@ pub fn recall_or_check(
     slot
 }
 
-/// How many values this thread keeps for a field (for tests).
-pub fn kept_values(field: FieldId) -> usize {
+/// How many values this thread keeps for a field.
+#[cfg(test)]
+pub(crate) fn kept_values(field: FieldId) -> usize {
     MEMORY.with_borrow(|memory| memory.fields.get(field).map_or(0, |values| values.len()))
 }
 
