@@ -11,7 +11,8 @@
 //! - [`check`]: per-row rules run in parallel on rayon; problems are [`check::issue::Issue`]s, not errors.
 //! - [`store`]: the database: schema, the upsert decisions ([`store::resolve`]) and writes, run history.
 //! - [`pipeline`]: reader thread -> checker thread -> writer, with bounded channels; [`interrupt`]:
-//!   Ctrl-C and SIGTERM (the first stops the run cleanly, the second at once).
+//!   Ctrl-C and SIGTERM (the first stops the run cleanly, the second at once); [`spares`]: spent
+//!   records and customers handed back to be filled again instead of freed and allocated anew.
 //! - [`report`], [`progress`]: the save-customers style report, the progress bar and the summary;
 //!   [`rejects`]: the rejected input rows, ready to fix and feed back.
 //! - [`reference`]: desks and status dictionary files for `custload reference load`.
@@ -35,6 +36,7 @@ pub mod reference;
 pub mod rejects;
 pub mod report;
 pub mod secret;
+pub mod spares;
 pub mod store;
 
 pub use cli::Cli;

@@ -4,21 +4,23 @@
 //! Memory is bounded by a few chunks in flight: the channels hold at most [`RAW_IN_FLIGHT`] and
 //! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory.
 //! Spent CSV records flow back to the reader (the checker thread returns those no row kept, the
-//! disposal thread those the rows kept) through [`crate::input::spares`], a third small channel.
+//! disposal thread those the rows kept), and written rows' customers back to the checker thread,
+//! through [`crate::spares`]: two more small channels.
 //! Checks run on rayon, database work on tokio; they meet only at the channel. Ctrl-C or SIGTERM
 //! (watched by [`crate::interrupt`] from the start of the run) rolls back the batch in flight; a
 //! second one exits at once (the database's journal keeps it consistent).
 
 use crate::check::relation::{check_relation, CheckedRelation};
-use crate::check::{check_batch, external_id_of, memo, Checked};
+use crate::check::{check_batch_reusing, external_id_of, memo, Checked};
 use crate::input::sources::{Layout, Source, Sources};
-use crate::input::spares::{spares, Returns, Spares};
 use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::dates::{self, Decisions};
+use crate::record::Customer;
 use crate::rejects::RejectsWriter;
 use crate::report::ReportWriter;
+use crate::spares::{spares, Returns, Spares};
 use crate::store::upsert::{RunState, Winners, WriteOptions};
 use crate::store::Store;
 use rayon::prelude::*;
@@ -138,6 +140,8 @@ pub async fn execute(
             Err(e) => return Ending::Fatal(e),
         },
     };
+    // Before the records' pair: the names `returns` and `spares` go to the records below.
+    let (customer_returns, customer_spares) = spares::<Customer>();
     let (returns, spares) = spares();
     let raw_rx = spawn_reader(sources.readers, plan.batch_size, spares, Arc::clone(&stop));
     // Before the memo reader's first read; without it, every memo hit is read again.
@@ -154,6 +158,7 @@ pub async fn execute(
         plan,
         Arc::clone(&pool),
         returns.clone(),
+        customer_spares,
     );
     let recheck = crate::check::Rechecker {
         layouts: &layouts,
@@ -193,7 +198,7 @@ pub async fn execute(
         progress,
         &opts,
         &bytes_read,
-        returns,
+        (returns, customer_returns),
     )
     .await;
     store.stop_background_checkpoints().await;
@@ -282,7 +287,7 @@ async fn write_all(
     progress: &Progress,
     opts: &WriteOptions<'_>,
     bytes_read: &AtomicU64,
-    returns: Returns,
+    returns: (Returns, Returns<Customer>),
 ) -> Ending {
     let Outputs {
         report,
@@ -438,20 +443,24 @@ fn lower_priority() {
 
 /// Frees written chunks on a thread of its own: dropping a chunk's rows (a few dozen strings
 /// each) took a tenth of the writer's time, and the writer is the stage every row waits for.
-/// The CSV records the rows kept go back to the reader.
+/// The CSV records the rows kept go back to the reader, the rows' customers (emptied) to the
+/// checker thread.
 struct Disposal {
     tx: Option<std::sync::mpsc::SyncSender<CheckedBatch>>,
 }
 
 impl Disposal {
-    fn spawn(returns: Returns) -> Self {
+    fn spawn((records, customers): (Returns, Returns<Customer>)) -> Self {
         let (tx, rx) = sync_channel::<CheckedBatch>(CHECKED_IN_FLIGHT);
         let spawned = std::thread::Builder::new()
             .name("custload-free".into())
             .spawn(move || {
                 for chunk in rx {
                     if let CheckedBatch::Customers(rows) = chunk {
-                        returns.give(rows.into_iter().filter_map(|row| row.raw));
+                        let (kept, raws): (Vec<Customer>, Vec<_>) =
+                            rows.into_iter().map(|row| (row.customer, row.raw)).unzip();
+                        records.give(raws.into_iter().flatten());
+                        customers.give_customers(kept);
                     }
                 }
             });
@@ -626,6 +635,7 @@ fn spawn_checker(
     plan: &Plan,
     pool: Arc<rayon::ThreadPool>,
     returns: Returns,
+    customers: Spares<Customer>,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
     let check = plan.check.clone();
@@ -639,6 +649,7 @@ fn spawn_checker(
             held: Vec::new(),
             held_rows: 0,
             returns,
+            customers,
         };
         for message in raw {
             let delivered = match message {
@@ -666,6 +677,8 @@ struct Checker {
     held_rows: usize,
     /// Where the records no row kept go: back to the reader.
     returns: Returns,
+    /// Written rows' customers, emptied, to fill again.
+    customers: Spares<Customer>,
 }
 
 impl Checker {
@@ -708,8 +721,17 @@ impl Checker {
                 BatchKind::Customers => {
                     let mut records = batch.records;
                     let mut out = Vec::with_capacity(records.len());
+                    let customers = &mut self.customers;
                     self.pool.install(|| {
-                        check_batch(input, &mut records, layout, check, decisions, &mut out)
+                        check_batch_reusing(
+                            input,
+                            &mut records,
+                            layout,
+                            check,
+                            decisions,
+                            customers,
+                            &mut out,
+                        )
                     });
                     self.returns.give(records.into_iter().map(|rec| rec.body));
                     CheckedBatch::Customers(out)

@@ -21,6 +21,7 @@ use crate::record::fields::{ids::IDS, FieldId, FIELDS};
 use crate::record::fields::{FieldDef, Kind};
 use crate::record::hash::{row_hash, RowHash};
 use crate::record::{transform, Customer, Slot, Value};
+use crate::spares::Spares;
 use compact_str::CompactString;
 use issue::{Code, Issue};
 use rayon::prelude::*;
@@ -74,11 +75,17 @@ pub struct Checked {
 impl Checked {
     /// The row of a record before any check: no values, no issues.
     pub fn blank(input: usize, line: u64) -> Checked {
+        Checked::blank_in(input, line, Customer::default())
+    }
+
+    /// [`Checked::blank`] with `customer`, which has no values, as its customer.
+    fn blank_in(input: usize, line: u64, customer: Customer) -> Checked {
+        debug_assert!(customer.slots().iter().all(|s| matches!(s, Slot::Absent)));
         Checked {
             input,
             line,
             external_id: CompactString::default(),
-            customer: Customer::default(),
+            customer,
             issues: Vec::new(),
             raw: None,
             row_hash: None,
@@ -134,12 +141,39 @@ pub fn check_batch(
     dates: &Decisions,
     out: &mut Vec<Checked>,
 ) {
+    check_batch_reusing(
+        input,
+        records,
+        layout,
+        plan,
+        dates,
+        &mut Spares::none(),
+        out,
+    );
+}
+
+/// [`check_batch`], filling the spent customers of `spares` while it has any instead of new
+/// ones.
+pub fn check_batch_reusing(
+    input: usize,
+    records: &mut [RawRecord],
+    layout: &Layout,
+    plan: &CheckPlan,
+    dates: &Decisions,
+    spares: &mut Spares<Customer>,
+    out: &mut Vec<Checked>,
+) {
     let hit_columns = hit_columns(layout);
+    // Taken here, on one thread: `Spares` is a single consumer. A `None` becomes a new customer
+    // on the checker thread that needs it.
+    let customers: Vec<Option<Customer>> = records.iter().map(|_| spares.take()).collect();
     records
         .par_iter_mut()
+        .zip(customers)
         .with_min_len(MIN_ROWS_PER_TASK)
-        .map(|rec| {
-            let mut row = check_unkept(input, rec, layout, plan, dates, &hit_columns);
+        .map(|(rec, customer)| {
+            let blank = Checked::blank_in(input, rec.line, customer.unwrap_or_default());
+            let mut row = check_unkept(rec, layout, plan, dates, &hit_columns, blank);
             if keeps_record(rec, plan) {
                 // An Oversized body owns nothing: the cheapest thing to leave behind.
                 row.raw = Some(std::mem::replace(
@@ -160,7 +194,8 @@ pub fn check_record(
     plan: &CheckPlan,
     dates: &Decisions,
 ) -> Checked {
-    let mut row = check_unkept(input, rec, layout, plan, dates, &hit_columns(layout));
+    let blank = Checked::blank(input, rec.line);
+    let mut row = check_unkept(rec, layout, plan, dates, &hit_columns(layout), blank);
     if keeps_record(rec, plan) {
         row.raw = Some(rec.body.clone());
     }
@@ -173,14 +208,15 @@ fn keeps_record(rec: &RawRecord, plan: &CheckPlan) -> bool {
     plan.keep_raw || matches!(rec.memo, Memo::Hit(..))
 }
 
-/// Checks one record; the row does not keep it (`raw` is `None`).
+/// Checks one record into `blank`, a row with no values yet; the row does not keep the record
+/// (`raw` is `None`).
 fn check_unkept(
-    input: usize,
     rec: &RawRecord,
     layout: &Layout,
     plan: &CheckPlan,
     dates: &Decisions,
     hit_columns: &[usize],
+    blank: Checked,
 ) -> Checked {
     let memo_hit = matches!(rec.memo, Memo::Hit(..));
     let mut row = Checked {
@@ -193,7 +229,7 @@ fn check_unkept(
             Memo::Hit(_, id) => Some(id),
             _ => None,
         },
-        ..Checked::blank(input, rec.line)
+        ..blank
     };
     let mut meta = serde_json::Map::new();
     match (&rec.body, layout) {
@@ -864,6 +900,61 @@ mod tests {
         assert!(out[1].raw.is_some() && out[0].raw.is_none());
         assert!(matches!(records[0].body, RawBody::Fields(_)));
         assert!(matches!(records[1].body, RawBody::Oversized { .. }));
+    }
+
+    #[test]
+    fn spent_customers_are_filled_again_and_rows_come_out_as_from_new_ones() {
+        let (plan, layout) = plan_and_header(
+            "[pipelines.p]\n",
+            &["external_id", "first_name", "last_name", "email", "phone"],
+        );
+        let batch = |first: &str| {
+            vec![
+                rec(
+                    2,
+                    &[first, "Ann", "Lee", "ann@example.com", "+44 20 7946 0958"],
+                ),
+                rec(3, &["C-2", "", "Roe", "bad-email", ""]),
+                rec(4, &["C-3", "Bo", "", "", "12"]),
+            ]
+        };
+        let (returns, mut spares) = crate::spares::spares::<Customer>();
+        let mut out = Vec::new();
+        check_batch(
+            0,
+            &mut batch("C-1"),
+            &layout,
+            &plan,
+            &Decisions::new(),
+            &mut out,
+        );
+        let slots: Vec<_> = out.iter().map(|r| r.customer.slots().as_ptr()).collect();
+        returns.give_customers(out.drain(..).map(|r| r.customer));
+
+        // Other values this time, so that a value left over from before would show.
+        let mut records = batch("C-9");
+        let mut reused = Vec::new();
+        let dates = Decisions::new();
+        check_batch_reusing(
+            0,
+            &mut records,
+            &layout,
+            &plan,
+            &dates,
+            &mut spares,
+            &mut reused,
+        );
+        let mut fresh = Vec::new();
+        check_batch(0, &mut batch("C-9"), &layout, &plan, &dates, &mut fresh);
+
+        let mut reused_slots: Vec<_> = reused.iter().map(|r| r.customer.slots().as_ptr()).collect();
+        reused_slots.sort();
+        let mut slots = slots;
+        slots.sort();
+        assert_eq!(reused_slots, slots, "each row filled a spent customer");
+        assert_eq!(format!("{reused:?}"), format!("{fresh:?}"));
+        assert!(reused[1].is_rejected() && !reused[0].is_rejected());
+        assert!(spares.take().is_none());
     }
 
     /// A NUL is searched for once per CSV record, and still refuses exactly the values that

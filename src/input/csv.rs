@@ -4,8 +4,8 @@
 //! threads, so the reader thread only splits bytes. A record with the wrong number of fields or
 //! invalid UTF-8 is still yielded; the checker turns it into an `INVALID_DATA` row.
 
-use crate::input::spares::Spares;
 use crate::input::{BatchKind, Emit, OpenedInput, RawBody, RawRecord};
+use crate::spares::Spares;
 use anyhow::Context;
 use csv::{ByteRecord, ReaderBuilder};
 use std::io::Read;
@@ -404,7 +404,7 @@ mod tests {
     #[test]
     fn records_read_into_spent_ones_hold_only_their_own_fields() {
         let text = "a,b,c\r\n1,x,\r\n2,\"multi\nline\",z\r\n,,\r\n";
-        let (returns, mut spares) = crate::input::spares::spares();
+        let (returns, mut spares) = crate::spares::spares();
         // Spent records longer, wider and positioned elsewhere than anything in the text.
         let long = "l".repeat(500);
         returns.give((0..3).map(|i| {

@@ -1,14 +1,12 @@
 //! Opening inputs: a path or stdin, optionally gzip-compressed, decoded to UTF-8, with a byte
 //! counter for progress. Format-specific reading lives in [`csv`], [`ndjson`] and [`json`];
-//! column and key mapping in [`header`]; [`sources`] opens every input of a run; [`spares`]
-//! hands spent CSV records back to the reader.
+//! column and key mapping in [`header`]; [`sources`] opens every input of a run.
 
 pub mod csv;
 pub mod header;
 pub mod json;
 pub mod ndjson;
 pub mod sources;
-pub mod spares;
 
 /// One record as read, before any decoding or checking.
 #[derive(Debug, Clone)]

@@ -94,4 +94,10 @@ impl Customer {
     pub fn slots(&self) -> &[Slot] {
         &self.slots
     }
+
+    /// Makes every field absent again, keeping the slot vector's allocation: a customer spent by
+    /// the writer is filled again by the check stage (see [`crate::spares`]).
+    pub fn clear(&mut self) {
+        self.slots.fill_with(|| Slot::Absent);
+    }
 }
