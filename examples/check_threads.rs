@@ -5,8 +5,10 @@
 //! lookups and the writer have threads of their own), so its wall against `--threads 2` says
 //! little about the parallel stage. This runs the stage by itself: it reads up to `--rows`
 //! records of a CSV once, in the pipeline's 1,000-record chunks, then checks them with a rayon
-//! pool of one thread and one of two, as the pipeline's checker thread does (`check_batch` per
-//! chunk). The two pools take turns every `--round` chunks, so that a change in the shared
+//! pool of one thread and one of two, as the pipeline's checker thread does
+//! (`check_batch_reusing` per chunk, filling the customers of the chunk before again, as the
+//! pipeline's checker fills those the writer is done with). The two pools take turns every
+//! `--round` chunks, so that a change in the shared
 //! host's speed, which here moves a single-threaded minute by a factor of two, hits both
 //! alike. Each pass prints the time of each pool and their ratio; the last line is the median.
 //!
@@ -16,12 +18,14 @@
 //! ```
 
 use clap::Parser;
-use custload::check::{check_batch, Checked};
+use custload::check::{check_batch_reusing, Checked};
 use custload::cli::Cli;
 use custload::input::sources::open_sources;
 use custload::input::RawRecord;
 use custload::plan::Plan;
 use custload::record::dates::Decisions;
+use custload::record::Customer;
+use custload::spares::{spares, Returns, Spares};
 use std::time::{Duration, Instant};
 
 /// Command line of the measurement.
@@ -80,19 +84,36 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("cannot start the thread pools");
     };
     let decisions = Decisions::new();
+    // Each pool's spent customers, handed back after each chunk as the pipeline's disposal
+    // thread hands back those of written chunks.
+    let mut customers: [(Returns<Customer>, Spares<Customer>); 2] = [spares(), spares()];
     // Checks `round`'s chunks on `pool`; the time of the checks alone (the copies of the records,
-    // which the reader makes in a run, and the drop of the rows, which a thread of its own does,
-    // are left out).
-    let check = |pool: &rayon::ThreadPool, round: &[Vec<RawRecord>]| -> Duration {
+    // which the reader makes in a run, and the drop of the rows and the return of their
+    // customers, which a thread of its own does, are left out).
+    let check = |pool: &rayon::ThreadPool,
+                 (returns, spares): &mut (Returns<Customer>, Spares<Customer>),
+                 round: &[Vec<RawRecord>]|
+     -> Duration {
         let mut input = round.to_vec();
-        let mut rows: Vec<Vec<Checked>> = Vec::with_capacity(input.len());
-        let start = Instant::now();
+        let mut took = Duration::ZERO;
         for records in &mut input {
-            let mut out = Vec::new();
-            pool.install(|| check_batch(0, records, &layout, &plan.check, &decisions, &mut out));
-            rows.push(out);
+            let mut out: Vec<Checked> = Vec::new();
+            let start = Instant::now();
+            pool.install(|| {
+                check_batch_reusing(
+                    0,
+                    records,
+                    &layout,
+                    &plan.check,
+                    &decisions,
+                    spares,
+                    &mut out,
+                )
+            });
+            took += start.elapsed();
+            returns.give_customers(out.into_iter().map(|row| row.customer));
         }
-        start.elapsed()
+        took
     };
     println!(
         "{read} records in chunks of {}, pools taking turns every {} chunks",
@@ -102,8 +123,9 @@ fn main() -> anyhow::Result<()> {
     for pass in 1..=args.passes {
         let (mut t1, mut t2) = (Duration::ZERO, Duration::ZERO);
         for round in chunks.chunks(args.round.max(1)) {
-            t1 += check(&one, round);
-            t2 += check(&two, round);
+            let [first, second] = &mut customers;
+            t1 += check(&one, first, round);
+            t2 += check(&two, second, round);
         }
         let ratio = t1.as_secs_f64() / t2.as_secs_f64();
         println!(
