@@ -32,6 +32,8 @@ pub struct Options {
     )]
     pub config: PathBuf,
     /// Database URL (sqlite://PATH or postgres://USER@HOST/DB); default: the pipeline's, then [defaults], then sqlite://custload.db.
+    // This comment is also the `--help` text, written for the terminal, not for rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(
         long,
         global = true,
@@ -41,6 +43,8 @@ pub struct Options {
     )]
     pub database: Option<String>,
     /// Report path; `-` for stdout. Default: <pipeline>-<run id>.report.json.
+    // The `--help` text, as above: the angle brackets are placeholders, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, global = true, value_name = "PATH")]
     pub report: Option<String>,
     /// Write each rejected input row, as it came in plus an `errors` column, to PATH (CSV for

@@ -4,7 +4,7 @@
 //! rolls back the open transaction; the rejects file's temp sibling is removed first, so
 //! nothing half-written is left beside its path.
 //!
-//! [`watch`] is called when `custload run` starts, before anything can wait on the database
+//! [`watch()`] is called when `custload run` starts, before anything can wait on the database
 //! (a lock held by another import, a server slow to answer): from then on a signal is never
 //! the default "die at once" with no report, and never lost.
 //!

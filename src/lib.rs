@@ -15,7 +15,7 @@
 //!   records and customers handed back to be filled again instead of freed and allocated anew.
 //! - [`report`], [`progress`]: the save-customers style report, the progress bar and the summary;
 //!   [`rejects`]: the rejected input rows, ready to fix and feed back.
-//! - [`reference`]: desks and status dictionary files for `custload reference load`.
+//! - [`reference`](mod@reference): desks and status dictionary files for `custload reference load`.
 //! - [`commands`]: one function per subcommand; [`outcome`]: exit codes; [`secret`]: Argon2id.
 //! - [`fuzzing`]: entry points for the fuzz targets (`fuzz/`) and the corpus replay tests.
 

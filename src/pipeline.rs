@@ -1,8 +1,8 @@
 //! The streaming run: reader thread -> bounded channel -> (memo thread ->) checker thread (rayon
 //! pool) -> bounded channel -> writer (tokio, the calling thread).
 //!
-//! Memory is bounded by a few chunks in flight: the channels hold at most [`RAW_IN_FLIGHT`] and
-//! [`CHECKED_IN_FLIGHT`] chunks, so a slow database slows the reader instead of filling memory.
+//! Memory is bounded by a few chunks in flight: the channels hold at most `RAW_IN_FLIGHT` and
+//! `CHECKED_IN_FLIGHT` chunks, so a slow database slows the reader instead of filling memory.
 //! Spent CSV records flow back to the reader (the checker thread returns those no row kept, the
 //! disposal thread those the rows kept), and written rows' customers back to the checker thread,
 //! through [`crate::spares`]: two more small channels.

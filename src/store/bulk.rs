@@ -2,7 +2,7 @@
 //! instead of one per row. Inserts go by one `COPY` straight into `customers`, their ids drawn
 //! from its sequence first; updates go by `COPY` into a temporary staging table and one
 //! `INSERT ... ON CONFLICT (external_id) DO UPDATE` merge (README, "PostgreSQL"). (SQLite
-//! writes row by row through prepared statements: [`super::direct`].)
+//! writes row by row through prepared statements: `store::direct`.)
 //!
 //! Every row is written whole (all field columns), so rows with different fields share one
 //! statement shape: an insert carries each field it lacks at the field's default, which is the

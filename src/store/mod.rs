@@ -3,7 +3,7 @@
 //! One connection serves a whole run: the import transaction(s) and the `import_runs` row. Two
 //! backends share every query: the embedded default SQLite and PostgreSQL. Queries use `$N`
 //! placeholders, which both understand, and each is compiled once per backend by
-//! [`with_conn!`], so a query is written once and runs with the backend's own types.
+//! `with_conn!`, so a query is written once and runs with the backend's own types.
 
 pub mod bulk;
 pub mod checkpoint;

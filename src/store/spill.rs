@@ -6,7 +6,7 @@
 //! ~50 MB in memory, at 10,000,000 it would be ten times as much. The spilled part is a list of
 //! sorted runs in one unnamed temporary file (`tempfile::tempfile`: gone when closed): each
 //! spill sorts the memory table's entries and appends them as fixed-size records, and keeps in
-//! memory the first key of every [`BLOCK`] entries, so that a lookup reads one block of each run
+//! memory the first key of every `BLOCK` entries, so that a lookup reads one block of each run
 //! with one `pread` and searches it. Written by hand because nothing else fits the job: the
 //! entries are written once, in order, and never changed or deleted (a key set again later is
 //! written again in a later run, which shadows the older one), so none of what a B-tree or a
