@@ -400,12 +400,13 @@ fi
 
 # The check stage alone, on one thread and on two, taking turns (examples/check_threads.rs): a
 # whole run with --threads 1 already keeps both cores busy with its reader and writer.
-STAGE_RATIO=
+STAGE_RATIO= STAGE_PASSES=
 if [[ $STAGE_ROWS != 0 ]]; then
     log "check stage alone, 1 vs 2 threads ($STAGE_ROWS rows)"
     "$WORK/bin/check_threads" "$NIGHT1" --rows "$STAGE_ROWS" --passes 7 >"$WORK/logs/check_threads.log" 2>&1 \
         || die "check_threads failed (see $WORK/logs/check_threads.log)"
     STAGE_RATIO=$(awk '/^median ratio/ {print $3}' "$WORK/logs/check_threads.log")
+    STAGE_PASSES=$(awk '/^pass / { printf "%s%s", (n++ ? ", " : ""), $NF }' "$WORK/logs/check_threads.log")
 fi
 
 [[ -c /dev/null ]] || SANITY+=("- WARNING: /dev/null is no longer a character device (something replaced it during the run)")
@@ -446,22 +447,29 @@ row cl_stdin_verify_10n "custload --verify-only, stdin from gen_customers (10×N
 
 targets_md=()
 FAILS=0
+# The ratio of each repetition's two walls, in order ("1.021, 0.934, ..."): steps of one
+# repetition run minutes apart at most, so these show how far the host's changing speed moves a
+# ratio that the verdict takes from the medians.
+per_repetition() { # NUM-KEY DEN-KEY
+    paste -d' ' <(awk '{print $1}' "$WORK/times/$1") <(awk '{print $1}' "$WORK/times/$2") |
+        awk '$2 > 0 { printf "%s%.3f", (n++ ? ", " : ""), $1 / $2 } END { if (!n) printf "-" }'
+}
 ratio_target() { # LABEL NUM-KEY DEN-KEY OP LIMIT   (ratio of median walls)
     local label=$1 num=$2 den=$3 op=$4 limit=$5 r verdict
-    if ! have "$num" || ! have "$den"; then targets_md+=("| $label | - | $op $limit | SKIPPED |"); return; fi
+    if ! have "$num" || ! have "$den"; then targets_md+=("| $label | - | $op $limit | SKIPPED | - |"); return; fi
     r=$(awk -v a="$(median_wall "$num")" -v b="$(median_wall "$den")" 'BEGIN{ if (b > 0) printf "%.3f", a/b; else print "inf" }')
     verdict=$(awk -v r="$r" -v l="$limit" -v op="$op" 'BEGIN{ if (r == "inf") { print "FAIL"; exit }
         ok = (op == "≤") ? (r + 0 <= l + 0) : (r + 0 >= l + 0); print ok ? "PASS" : "FAIL" }')
     [[ $verdict == FAIL ]] && FAILS=$((FAILS + 1))
-    targets_md+=("| $label | $r | $op $limit | $verdict |")
+    targets_md+=("| $label | $r | $op $limit | $verdict | $(per_repetition "$num" "$den") |")
 }
 mem_target() { # LABEL KEY
     local label=$1 key=$2 mb verdict
-    if ! have "$key"; then targets_md+=("| $label | - | ≤ $MEM_LIMIT_MB MiB | SKIPPED |"); return; fi
+    if ! have "$key"; then targets_md+=("| $label | - | ≤ $MEM_LIMIT_MB MiB | SKIPPED | - |"); return; fi
     mb=$(max_rss_mb "$key")
     verdict=$(awk -v m="$mb" -v l="$MEM_LIMIT_MB" 'BEGIN{ print (m + 0 <= l + 0) ? "PASS" : "FAIL" }')
     [[ $verdict == FAIL ]] && FAILS=$((FAILS + 1))
-    targets_md+=("| $label | $mb MiB | ≤ $MEM_LIMIT_MB MiB | $verdict |")
+    targets_md+=("| $label | $mb MiB | ≤ $MEM_LIMIT_MB MiB | $verdict | $(awk '{printf "%s%.1f", (n++ ? ", " : ""), $2 / 1024}' "$WORK/times/$key") MiB |")
 }
 ratio_target "first load / sqlite3 \`.import\` (a)" cl_first_load ref_a_sqlite_import "≤" 0.8
 ratio_target "re-run / custload first load" cl_rerun cl_first_load "≤" 0.25
@@ -472,14 +480,14 @@ mem_target "peak RSS, N rows via stdin (verify-only)" cl_stdin_verify_n
 if [[ $BENCH_10N == 1 ]]; then
     mem_target "peak RSS, 10×N rows via stdin (verify-only)" cl_stdin_verify_10n
 else
-    targets_md+=("| peak RSS, 10×N rows via stdin (verify-only) | - | ≤ $MEM_LIMIT_MB MiB | SKIPPED (BENCH_10N=1) |")
+    targets_md+=("| peak RSS, 10×N rows via stdin (verify-only) | - | ≤ $MEM_LIMIT_MB MiB | SKIPPED (BENCH_10N=1) | - |")
 fi
 # throughput ratio threads2/threads1 = wall(threads1) / wall(threads2)
 ratio_target "throughput --threads 2 / --threads 1 (verify-only)" cl_verify_threads1 cl_verify_threads2 "≥" 1.8
 if [[ -n $STAGE_RATIO ]]; then
     verdict=$(awk -v r="$STAGE_RATIO" 'BEGIN{ print (r + 0 >= 1.8) ? "PASS" : "FAIL" }')
     [[ $verdict == FAIL ]] && FAILS=$((FAILS + 1))
-    targets_md+=("| throughput, check stage alone, 2 threads / 1 (median of 7 passes, $STAGE_ROWS rows) | $STAGE_RATIO | ≥ 1.8 | $verdict |")
+    targets_md+=("| throughput, check stage alone, 2 threads / 1 (median of 7 passes, $STAGE_ROWS rows) | $STAGE_RATIO | ≥ 1.8 | $verdict | ${STAGE_PASSES:--} |")
 fi
 info_md=()
 if have cl_pg_first_load && have ref_c_pg_copy; then
@@ -508,15 +516,16 @@ REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo "|---|---:|---:|---:|---:|"
     printf '%s\n' "${rows_md[@]}"
     echo
-    echo "| Target | measured | limit | result |"
-    echo "|---|---:|---:|---|"
+    echo "| Target | measured | limit | result | per repetition |"
+    echo "|---|---:|---:|---|---|"
     printf '%s\n' "${targets_md[@]}"
     if ((${#info_md[@]})); then echo; printf '%s\n' "${info_md[@]}"; fi
     if ((${#SANITY[@]})); then echo; echo "Sanity checks:"; printf '%s\n' "${SANITY[@]}"; fi
     echo
     echo "References use the same SQLite pragmas as custload (WAL, synchronous=NORMAL). The RSS of psql"
     echo "and custload-on-PostgreSQL excludes the server. Ratios are of median walls; the threads"
-    echo "ratio is throughput (wall --threads 1 / wall --threads 2)."
+    echo "ratio is throughput (wall --threads 1 / wall --threads 2). \"per repetition\" gives each"
+    echo "repetition's own ratio (or peak, or each pass of the check stage); the verdict is of the medians."
 } >"$MD"
 
 echo
