@@ -95,9 +95,10 @@ impl<T> Returns<T> {
     }
 
     /// Hands `spent` back to the maker; never blocks. When enough are waiting already, or the
-    /// maker is gone, they are freed here instead.
-    pub fn give_all(&self, spent: Vec<T>) {
+    /// maker is gone, they are freed here instead. Without a maker `spent` is not even walked.
+    pub fn give_all(&self, spent: impl IntoIterator<Item = T>) {
         let Some(tx) = &self.tx else { return };
+        let spent: Vec<T> = spent.into_iter().collect();
         if !spent.is_empty() {
             // Full or disconnected: the spent ones are dropped with the error.
             tx.try_send(spent).ok();
@@ -108,38 +109,20 @@ impl<T> Returns<T> {
 impl Returns<ByteRecord> {
     /// Hands the CSV records among `bodies` back to the reader (see [`Self::give_all`]).
     pub fn give(&self, bodies: impl IntoIterator<Item = RawBody>) {
-        if self.tx.is_none() {
-            return;
-        }
-        self.give_all(
-            bodies
-                .into_iter()
-                .filter_map(|body| match body {
-                    RawBody::Fields(record) if record.as_slice().len() <= MAX_KEPT_BYTES => {
-                        Some(record)
-                    }
-                    _ => None,
-                })
-                .collect(),
-        );
+        self.give_all(bodies.into_iter().filter_map(|body| match body {
+            RawBody::Fields(record) if record.as_slice().len() <= MAX_KEPT_BYTES => Some(record),
+            _ => None,
+        }));
     }
 }
 
 impl Returns<Customer> {
     /// Empties `customers` and hands them back to the check stage (see [`Self::give_all`]).
     pub fn give_customers(&self, customers: impl IntoIterator<Item = Customer>) {
-        if self.tx.is_none() {
-            return;
-        }
-        self.give_all(
-            customers
-                .into_iter()
-                .map(|mut customer| {
-                    customer.clear();
-                    customer
-                })
-                .collect(),
-        );
+        self.give_all(customers.into_iter().map(|mut customer| {
+            customer.clear();
+            customer
+        }));
     }
 }
 
