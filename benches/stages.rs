@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the hot stages, on rows from `examples/gen_customers`:
 //! parse (CSV bytes to raw records), check (raw records to checked rows, on 1 and 2 threads),
-//! and write (one batch into SQLite per batch size: first insert, then the unchanged re-run).
+//! and write (one batch into SQLite per batch size: first insert, then the unchanged re-run);
+//! and the run-long map of external_ids seen ([`SpillMap`]) taking a million new keys, which
+//! moves most of them to disk on the way.
 //!
 //! `cargo bench --bench stages`; the whole-process comparison is `bench/run.sh`.
 
@@ -15,6 +17,7 @@ use custload::input::sources::{open_sources, Layout, Sources};
 use custload::input::{InputNames, RawRecord};
 use custload::plan::Plan;
 use custload::record::dates::Decisions;
+use custload::store::spill::SpillMap;
 use custload::store::upsert::{RunState, WriteOptions};
 use custload::store::Store;
 use std::path::Path;
@@ -197,5 +200,26 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stages);
+/// A million new external_id hashes into the run's map of ids seen, as a 1M-row run with
+/// `on_duplicate = "reject"` makes them: past the cap (~459k) entries spill to a temporary file,
+/// and every later key is looked up before it goes in.
+fn seen_ids(c: &mut Criterion) {
+    const KEYS: u64 = 1_000_000;
+    let mut group = c.benchmark_group("spill");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(KEYS));
+    group.bench_function("insert_new_1M", |b| {
+        b.iter(|| {
+            let mut map = SpillMap::default();
+            for i in 0..KEYS {
+                let key = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
+                assert_eq!(map.insert_new(key, i).unwrap(), None);
+            }
+            map
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stages, seen_ids);
 criterion_main!(benches);
