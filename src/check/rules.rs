@@ -330,7 +330,14 @@ fn check_email(value: &str) -> Result<(), ()> {
 
 /// The case-insensitive uniqueness key of an email.
 pub fn email_key(email: &str) -> String {
-    email.trim().to_lowercase()
+    let email = trim(email);
+    // The writer keys every row's email: for the usual ASCII one, a byte-wise copy instead of
+    // `to_lowercase`'s decoding and case table per character (the same result: Unicode's
+    // lower case of an ASCII character is its ASCII lower case).
+    if email.is_ascii() {
+        return email.to_ascii_lowercase();
+    }
+    email.to_lowercase()
 }
 
 /// The JSON value a field takes.
@@ -817,6 +824,16 @@ mod tests {
             }
         }
         assert_eq!(email_key(" John@Example.COM "), "john@example.com");
+        // Beyond ASCII the key is Unicode's lower case, as before the ASCII shortcut.
+        for email in [
+            "ÉLODIE@Exemple.FR",
+            "\u{3000}Straße@X.DE\t",
+            "İ@x.tr",
+            "ΑΣ@x.gr",
+            "",
+        ] {
+            assert_eq!(email_key(email), email.trim().to_lowercase(), "{email:?}");
+        }
     }
 
     #[test]
@@ -1158,6 +1175,12 @@ mod properties {
             if issues.iter().any(Issue::is_error) {
                 prop_assert_eq!(slot, Slot::Empty);
             }
+        }
+
+        /// The email key is the trimmed email in Unicode's lower case, whatever the email holds.
+        #[test]
+        fn email_keys_are_the_trimmed_lower_case(raw in "[ \t]{0,2}(\\PC|[A-Z@.]){0,30}[ \t\u{3000}]{0,2}") {
+            prop_assert_eq!(email_key(&raw), raw.trim().to_lowercase());
         }
 
         /// Date-like and number-like strings, including huge values, never panic the date rules.

@@ -44,6 +44,12 @@ type Table = HashMap<Key, u64, BuildHasherDefault<Prehashed>>;
 /// made a 1M dry run's peak 28 MiB higher for no speed (2.97, 2.99 s against 3.00, 3.03 s).
 const DEFAULT_CAP: usize = (1 << 19) / 8 * 7;
 
+/// Entries a memory table takes before it is given, at once, the size it has at the cap. Grown
+/// by doubling from here, it would move every entry again at each of seven doublings and fault
+/// in the pages of each short-lived table on its way (a tenth of a dry run's writer at 300k
+/// rows); a run that gets this far mostly goes on, and a smaller one never pays.
+const FULL_SIZE_AT: usize = 1 << 12;
+
 /// Entries per block of a run: a lookup reads one block (6 KiB) of each run it searches, and a run
 /// keeps the first key of each block in memory (16 bytes a block: ~29 KB for a full map).
 const BLOCK: usize = 256;
@@ -194,6 +200,7 @@ impl SpillMap {
     /// probe of the memory table for a new key instead of two (a lookup, then an insert): each
     /// is a likely cache miss in a table of tens of megabytes.
     pub fn insert_new(&mut self, key: u128, value: u64) -> anyhow::Result<Option<u64>> {
+        self.size_up();
         // Never `entry` on a full table: it makes room for one more first, which doubles the
         // table (tens of megabytes) just before the spill would empty it.
         let room = match self.moving {
@@ -241,8 +248,16 @@ impl SpillMap {
         if self.memory.len() >= self.cap && !self.memory.contains_key(&key) {
             self.spill()?;
         }
+        self.size_up();
         self.memory.insert(key, value);
         Ok(())
+    }
+
+    /// Gives the big memory table its full size once it holds [`FULL_SIZE_AT`] entries.
+    fn size_up(&mut self) {
+        if self.memory.len() == FULL_SIZE_AT && self.moving.is_none() {
+            self.memory.reserve(self.cap.saturating_sub(FULL_SIZE_AT));
+        }
     }
 
     /// Entries the small table takes while a spill is under way.
@@ -587,6 +602,32 @@ mod tests {
         for (key, value) in &plain {
             assert_eq!(map.get(*key).unwrap(), Some(*value), "{key:x}");
         }
+    }
+
+    /// A table past a few thousand entries takes its size at the cap at once and keeps it to the
+    /// spill; a smaller map stays small.
+    #[test]
+    fn the_memory_table_takes_its_full_size_once_and_only_past_a_few_thousand() {
+        let mut map = SpillMap::with_cap(100_000);
+        for k in 0..FULL_SIZE_AT as u128 {
+            map.insert_new(k, 1).unwrap();
+        }
+        assert!(
+            map.memory.capacity() < 4 * FULL_SIZE_AT,
+            "a small map stays small"
+        );
+        map.insert(u128::MAX, 1).unwrap();
+        let full = map.memory.capacity();
+        assert!(full >= 100_000, "{full}");
+        for k in FULL_SIZE_AT as u128..99_999 {
+            map.insert_new(k << 64 | k, 1).unwrap();
+        }
+        assert_eq!(
+            map.memory.capacity(),
+            full,
+            "no growth on the way to the cap"
+        );
+        assert!(!map.spilled());
     }
 
     #[test]
