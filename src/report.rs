@@ -133,9 +133,21 @@ impl<'a> DetailEntry<'a> {
     }
 }
 
-/// A JSON array under construction in an anonymous temp file.
+/// Bytes of entries a [`Spool`] holds in memory before it writes them to its file: enough for
+/// a batch's staged `added` ids at the default batch size (5,000 entries of about 55 bytes), so
+/// that they go from memory to the run's spool at the commit, instead of being written to the
+/// staging file 8 KiB at a time, copied by the kernel and the file truncated at every commit
+/// (a 1M dry run: 10,353 write calls before, 3,603 after; `/proc/PID/io`).
+const SPOOL_MEMORY: usize = 512 * 1024;
+
+/// A JSON array under construction: its first entries in an anonymous temp file, the latest
+/// (up to [`SPOOL_MEMORY`] bytes) in memory.
 struct Spool {
-    file: BufWriter<File>,
+    file: File,
+    /// Bytes of entries in `file`, where its position stays.
+    on_file: u64,
+    /// The entries after those.
+    pending: Vec<u8>,
     len: u64,
 }
 
@@ -143,53 +155,77 @@ impl Spool {
     fn new() -> anyhow::Result<Self> {
         let file = tempfile::tempfile().context("cannot create a temp file for the report")?;
         Ok(Spool {
-            file: BufWriter::new(file),
+            file,
+            on_file: 0,
+            pending: Vec::new(),
             len: 0,
         })
     }
 
     fn push(&mut self, entry: &impl Serialize) -> anyhow::Result<()> {
-        self.file
-            .write_all(if self.len == 0 { b"\n    " } else { b",\n    " })?;
-        serde_json::to_writer(&mut self.file, entry)?;
+        self.pending
+            .extend_from_slice(if self.len == 0 { b"\n    " } else { b",\n    " });
+        serde_json::to_writer(&mut self.pending, entry)?;
         self.len += 1;
+        self.write_out_if_full()
+    }
+
+    fn write_out_if_full(&mut self) -> anyhow::Result<()> {
+        if self.pending.len() >= SPOOL_MEMORY {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the entries in memory to the end of the file.
+    fn write_out(&mut self) -> anyhow::Result<()> {
+        self.file.write_all(&self.pending)?;
+        self.on_file += self.pending.len() as u64;
+        self.pending.clear();
         Ok(())
     }
 
     /// Writes the array (`[...]`) to `out`.
     fn copy_array(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
-        self.file.flush()?;
-        let file = self.file.get_mut();
-        let end = file.stream_position()?;
-        file.seek(SeekFrom::Start(0))?;
         out.write_all(b"[")?;
-        std::io::copy(&mut Read::by_ref(file).take(end), out)?;
-        file.seek(SeekFrom::Start(end))?;
+        if self.on_file > 0 {
+            self.file.seek(SeekFrom::Start(0))?;
+            std::io::copy(&mut Read::by_ref(&mut self.file).take(self.on_file), out)?;
+            self.file.seek(SeekFrom::Start(self.on_file))?;
+        }
+        out.write_all(&self.pending)?;
         out.write_all(if self.len == 0 { b"]" } else { b"\n  ]" })?;
         Ok(())
     }
 
     /// Moves all entries of `other` to the end of this spool.
     fn append(&mut self, other: &mut Spool) -> anyhow::Result<()> {
-        other.file.flush()?;
-        let file = other.file.get_mut();
-        let end = file.stream_position()?;
-        file.seek(SeekFrom::Start(0))?;
-        let mut rest = Read::by_ref(file).take(end);
         if self.len > 0 && other.len > 0 {
-            // The first staged entry starts with "\n    "; a separator comma goes before it.
-            self.file.write_all(b",")?;
+            // The first entry of `other` starts with "\n    "; a separator comma goes before it.
+            self.pending.push(b',');
         }
-        std::io::copy(&mut rest, &mut self.file)?;
+        if other.on_file > 0 {
+            self.write_out()?;
+            other.file.seek(SeekFrom::Start(0))?;
+            std::io::copy(
+                &mut Read::by_ref(&mut other.file).take(other.on_file),
+                &mut self.file,
+            )?;
+            self.on_file += other.on_file;
+        }
+        self.pending.extend_from_slice(&other.pending);
         self.len += other.len;
-        other.clear()
+        other.clear()?;
+        self.write_out_if_full()
     }
 
     fn clear(&mut self) -> anyhow::Result<()> {
-        self.file.flush()?;
-        let file = self.file.get_mut();
-        file.set_len(0)?;
-        file.seek(SeekFrom::Start(0))?;
+        self.pending.clear();
+        if self.on_file > 0 {
+            self.file.set_len(0)?;
+            self.file.seek(SeekFrom::Start(0))?;
+            self.on_file = 0;
+        }
         self.len = 0;
         Ok(())
     }
@@ -531,6 +567,55 @@ mod tests {
         w.write_document(&mut buf, status, None, &run_info())
             .unwrap();
         serde_json::from_slice(&buf).unwrap()
+    }
+
+    /// The array a spool writes.
+    fn array_of(spool: &mut Spool) -> serde_json::Value {
+        let mut out = Vec::new();
+        spool.copy_array(&mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// Entries past the memory limit go to the file and stay in order, through appends that
+    /// take from memory, from the other spool's file, or both, and through a clear.
+    #[test]
+    fn spools_keep_every_entry_in_order_across_memory_and_file() {
+        let per_entry = serde_json::to_vec(&0u64).unwrap().len() + 6;
+        let many = 3 * SPOOL_MEMORY / per_entry;
+        let (mut main, mut staged) = (Spool::new().unwrap(), Spool::new().unwrap());
+        assert_eq!(array_of(&mut main), serde_json::json!([]));
+        let mut want = Vec::new();
+        // A small batch (memory only), a big one (file and memory), a rolled-back one, a small one.
+        for (batch, n, commit) in [
+            (0u64, 10u64, true),
+            (1, many as u64, true),
+            (2, 5, false),
+            (3, 3, true),
+        ] {
+            for i in 0..n {
+                staged.push(&(batch * 1_000_000 + i)).unwrap();
+            }
+            if batch == 1 {
+                assert!(staged.on_file > 0, "a big batch reaches the file");
+            }
+            if commit {
+                want.extend((0..n).map(|i| batch * 1_000_000 + i));
+                main.append(&mut staged).unwrap();
+            } else {
+                staged.clear().unwrap();
+            }
+            assert_eq!((staged.len, staged.on_file), (0, 0));
+            assert!(staged.pending.is_empty());
+        }
+        assert!(main.on_file > 0);
+        assert_eq!(array_of(&mut main), serde_json::json!(want));
+        // Copying leaves the spool as it was: more entries go after the old ones.
+        main.push(&7u64).unwrap();
+        want.push(7);
+        assert_eq!(array_of(&mut main), serde_json::json!(want));
+        main.clear().unwrap();
+        main.push(&8u64).unwrap();
+        assert_eq!(array_of(&mut main), serde_json::json!([8]));
     }
 
     #[test]
