@@ -179,14 +179,10 @@ impl SpillMap {
         if let Some(v) = self.memory.get(&key_of) {
             return Ok(Some(*v));
         }
-        if let Some(v) = self.moving.as_ref().and_then(|m| m.entries.get(&key_of)) {
-            return Ok(Some(*v));
+        if let Some(v) = moving_value(&self.moving, key_of) {
+            return Ok(Some(v));
         }
-        if !self
-            .filter
-            .as_ref()
-            .is_some_and(|f| f.contains_hash(key as u64))
-        {
+        if !may_be_spilled(&self.filter, key) {
             return Ok(None);
         }
         self.settle()?;
@@ -212,17 +208,13 @@ impl SpillMap {
             match self.memory.entry(key_of) {
                 Entry::Occupied(e) => return Ok(Some(*e.get())),
                 Entry::Vacant(e) => {
-                    if let Some(v) = self.moving.as_ref().and_then(|m| m.entries.get(&key_of)) {
-                        return Ok(Some(*v));
+                    if let Some(v) = moving_value(&self.moving, key_of) {
+                        return Ok(Some(v));
                     }
                     // After a spill most keys are new ones the filter rules out: they go in
                     // through this probe, not through `get` and `insert` (two more probes of
                     // a table of megabytes, half a million times in a 1M-row run).
-                    if !self
-                        .filter
-                        .as_ref()
-                        .is_some_and(|f| f.contains_hash(key as u64))
-                    {
+                    if !may_be_spilled(&self.filter, key) {
                         e.insert(value);
                         return Ok(None);
                     }
@@ -312,6 +304,17 @@ impl SpillMap {
         self.moving = Some(Moving { entries, thread });
         Ok(())
     }
+}
+
+/// The value of `key` among the entries of a spill under way, if any. (A function of the field,
+/// not a method, so that it can be called while an entry of the memory table is borrowed.)
+fn moving_value(moving: &Option<Moving>, key: Key) -> Option<u64> {
+    moving.as_ref().and_then(|m| m.entries.get(&key)).copied()
+}
+
+/// Whether the filter of spilled keys may hold `key` (never "no" for a spilled one).
+fn may_be_spilled(filter: &Option<fastbloom::BloomFilter>, key: u128) -> bool {
+    filter.as_ref().is_some_and(|f| f.contains_hash(key as u64))
 }
 
 /// The spilled entries: sorted runs, oldest first, in one temporary file.
