@@ -5,9 +5,10 @@
 //! lookups and the writer have threads of their own), so its wall against `--threads 2` says
 //! little about the parallel stage. This runs the stage by itself: it reads up to `--rows`
 //! records of a CSV once, in the pipeline's 1,000-record chunks, then checks them with a rayon
-//! pool of one thread and one of two, as the pipeline's checker thread does
-//! (`check_batch_reusing` per chunk, filling the customers of the chunk before again, as the
-//! pipeline's checker fills those the writer is done with). The two pools take turns every
+//! pool of one thread and one of two, as the pipeline's checker thread does: each chunk is a
+//! job of the pool (`check_batch_into`), the next one queued while one is checked
+//! (`CHUNKS_IN_POOL` at once), into spent customers filled again as the pipeline's checker
+//! fills those the writer is done with. The two pools take turns every
 //! `--round` chunks, so that a change in the shared
 //! host's speed, which here moves a single-threaded minute by a factor of two, hits both
 //! alike. Each pass prints the time of each pool and their ratio; the last line is the median.
@@ -18,14 +19,16 @@
 //! ```
 
 use clap::Parser;
-use custload::check::{check_batch_reusing, Checked};
+use custload::check::{check_batch_into, Checked};
 use custload::cli::Cli;
 use custload::input::sources::open_sources;
 use custload::input::RawRecord;
+use custload::pipeline::CHUNKS_IN_POOL;
 use custload::plan::Plan;
 use custload::record::dates::Decisions;
 use custload::record::Customer;
-use custload::spares::{spares, Returns, Spares};
+use std::collections::VecDeque;
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 /// Command line of the measurement.
@@ -84,34 +87,44 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("cannot start the thread pools");
     };
     let decisions = Decisions::new();
-    // Each pool's spent customers, handed back after each chunk as the pipeline's disposal
-    // thread hands back those of written chunks.
-    let mut customers: [(Returns<Customer>, Spares<Customer>); 2] = [spares(), spares()];
-    // Checks `round`'s chunks on `pool`; the time of the checks alone (the copies of the records,
-    // which the reader makes in a run, and the drop of the rows and the return of their
-    // customers, which a thread of its own does, are left out).
+    // Each pool's spent customers, emptied after each round as the pipeline's disposal thread
+    // empties those of written chunks.
+    let mut customers: [Vec<Customer>; 2] = [Vec::new(), Vec::new()];
+    // Checks `round`'s chunks on `pool`, as the pipeline's checker thread does; the time of the
+    // checks alone (the copies of the records, which the reader makes in a run, and the drop of
+    // the rows and the return of their customers, which a thread of its own does, are left
+    // out).
     let check = |pool: &rayon::ThreadPool,
-                 (returns, spares): &mut (Returns<Customer>, Spares<Customer>),
+                 spent: &mut Vec<Customer>,
                  round: &[Vec<RawRecord>]|
      -> Duration {
         let mut input = round.to_vec();
-        let mut took = Duration::ZERO;
-        for records in &mut input {
-            let mut out: Vec<Checked> = Vec::new();
-            let start = Instant::now();
-            pool.install(|| {
-                check_batch_reusing(
-                    0,
-                    records,
-                    &layout,
-                    &plan.check,
-                    &decisions,
-                    spares,
-                    &mut out,
-                )
-            });
-            took += start.elapsed();
-            returns.give_customers(out.into_iter().map(|row| row.customer));
+        let mut done = Vec::with_capacity(input.len());
+        let start = Instant::now();
+        pool.in_place_scope(|scope| {
+            let mut in_pool = VecDeque::new();
+            for records in &mut input {
+                let fill = (0..records.len()).map(|_| spent.pop()).collect();
+                let (tx, rx) = sync_channel(1);
+                let (layout, check, decisions) = (&layout, &plan.check, &decisions);
+                scope.spawn(move |_| {
+                    let mut out: Vec<Checked> = Vec::new();
+                    check_batch_into(0, records, layout, check, decisions, fill, &mut out);
+                    tx.send(out).ok();
+                });
+                in_pool.push_back(rx);
+                if in_pool.len() == CHUNKS_IN_POOL {
+                    done.extend(in_pool.pop_front().and_then(|rx| rx.recv().ok()));
+                }
+            }
+            done.extend(in_pool.into_iter().filter_map(|rx| rx.recv().ok()));
+        });
+        let took = start.elapsed();
+        assert_eq!(done.len(), round.len(), "every chunk is checked");
+        for row in done.into_iter().flatten() {
+            let mut customer = row.customer;
+            customer.clear();
+            spent.push(customer);
         }
         took
     };

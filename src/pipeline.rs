@@ -11,7 +11,7 @@
 //! second one exits at once (the database's journal keeps it consistent).
 
 use crate::check::relation::{check_relation, CheckedRelation};
-use crate::check::{check_batch_reusing, external_id_of, memo, Checked};
+use crate::check::{check_batch_into, external_id_of, memo, take_customers, Checked};
 use crate::input::sources::{Layout, Source, Sources};
 use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
@@ -24,8 +24,9 @@ use crate::spares::{spares, Returns, Spares};
 use crate::store::upsert::{RunState, Winners, WriteOptions};
 use crate::store::Store;
 use rayon::prelude::*;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -708,7 +709,7 @@ fn spawn_checker(
     customers: Spares<Customer>,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
-    let check = plan.check.clone();
+    let check = Arc::new(plan.check.clone());
     std::thread::spawn(move || {
         let mut checker = Checker {
             layouts,
@@ -718,14 +719,31 @@ fn spawn_checker(
             decisions: Vec::new(),
             held: Vec::new(),
             held_rows: 0,
+            in_pool: VecDeque::new(),
             returns,
             customers,
         };
-        for message in raw {
+        loop {
+            // A chunk is delivered only once the next one is in the pool, so that the pool has
+            // work while the chunk goes to the writer; with no next chunk at hand, what is
+            // checked goes now rather than wait for the reader.
+            let message = match raw.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => {
+                    if !checker.deliver_all() {
+                        return;
+                    }
+                    match raw.recv() {
+                        Ok(message) => message,
+                        Err(_) => return,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => return,
+            };
             let delivered = match message {
                 Ok(Some(batch)) => checker.take(batch),
-                Ok(None) => checker.flush() && checker.tx.blocking_send(Ok(None)).is_ok(),
-                Err(e) => checker.flush() && checker.tx.blocking_send(Err(e)).is_ok(),
+                Ok(None) => checker.flush() && checker.send(Ok(None)),
+                Err(e) => checker.flush() && checker.send(Err(e)),
             };
             if !delivered {
                 return;
@@ -735,16 +753,33 @@ fn spawn_checker(
     rx
 }
 
-/// The checker thread's state: `date_format = "auto"` decisions per input, and the batches held
-/// back while a column's order is still unknown.
+/// Customer chunks in the pool at once. One chunk at a time left the pool's threads idle
+/// between chunks: each chunk ended with a thread waiting for the other's last rows, and began
+/// with a sleeping thread woken, which on this kind of virtual machine takes as long as
+/// checking a few dozen rows. With the next chunk already queued, a thread done with its share
+/// of one chunk takes up the next (a 1M-row verify-only run: README, "Benchmarks").
+pub const CHUNKS_IN_POOL: usize = 2;
+
+/// A customer chunk being checked in the pool; its rows, and its records to hand back, come
+/// through `done`.
+struct InPool {
+    done: Receiver<std::thread::Result<(Vec<Checked>, Vec<RawRecord>)>>,
+    ends_batch: bool,
+}
+
+/// The checker thread's state: `date_format = "auto"` decisions per input, the batches held
+/// back while a column's order is still unknown, and the chunks being checked in the pool.
 struct Checker {
     layouts: Arc<Vec<Layout>>,
-    check: crate::check::CheckPlan,
+    check: Arc<crate::check::CheckPlan>,
     pool: Arc<rayon::ThreadPool>,
     tx: mpsc::Sender<CheckedMessage>,
-    decisions: Vec<Decisions>,
+    /// Per input; shared with the chunks in the pool, so changed only as a copy.
+    decisions: Vec<Arc<Decisions>>,
     held: Vec<RawBatch>,
     held_rows: usize,
+    /// Customer chunks in the pool, in input order.
+    in_pool: VecDeque<InPool>,
     /// Where the records no row kept go: back to the reader.
     returns: Returns,
     /// Written rows' customers, emptied, to fill again.
@@ -760,14 +795,20 @@ impl Checker {
         }
         let input = batch.input;
         if self.decisions.len() <= input {
-            self.decisions.resize_with(input + 1, Decisions::new);
+            self.decisions.resize_with(input + 1, Arc::default);
         }
         // JSON keys vary per record: their auto dates are read value by value, never held.
         let Layout::Columns(header) = &self.layouts[input] else {
             self.held.push(batch);
             return self.flush();
         };
-        dates::scan(&batch.records, header, &mut self.decisions[input]);
+        if dates::has_undecided(header, &self.decisions[input]) {
+            dates::scan(
+                &batch.records,
+                header,
+                Arc::make_mut(&mut self.decisions[input]),
+            );
+        }
         self.held_rows += batch.records.len();
         self.held.push(batch);
         if dates::has_undecided(header, &self.decisions[input])
@@ -778,51 +819,120 @@ impl Checker {
         self.flush()
     }
 
-    /// Checks and sends every held batch, in order.
+    /// Puts every held batch into the pool, in order, delivering the chunks before the last
+    /// [`CHUNKS_IN_POOL`].
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
         for batch in std::mem::take(&mut self.held) {
-            let layout = &self.layouts[batch.input];
-            let decisions = &self.decisions[batch.input];
-            let check = &self.check;
             let input = batch.input;
             let ends_batch = batch.ends_batch;
-            let checked = match batch.kind {
+            match batch.kind {
                 BatchKind::Customers => {
-                    let mut records = batch.records;
-                    let mut out = Vec::with_capacity(records.len());
-                    let customers = &mut self.customers;
-                    self.pool.install(|| {
-                        check_batch_reusing(
-                            input,
-                            &mut records,
-                            layout,
-                            check,
-                            decisions,
-                            customers,
-                            &mut out,
-                        )
-                    });
-                    self.returns.give(records.into_iter().map(|rec| rec.body));
-                    CheckedBatch::Customers(out)
+                    self.start(batch);
+                    while self.in_pool.len() > CHUNKS_IN_POOL - 1 {
+                        if !self.deliver_first() {
+                            return false;
+                        }
+                    }
                 }
-                BatchKind::Relations => CheckedBatch::Relations(self.pool.install(|| {
-                    batch
-                        .records
-                        .par_iter()
-                        .map(|rec| check_relation(input, rec, check))
-                        .collect()
-                })),
-            };
-            let chunk = CheckedChunk {
-                batch: checked,
-                ends_batch,
-            };
-            if self.tx.blocking_send(Ok(Some(chunk))).is_err() {
+                BatchKind::Relations => {
+                    // Rare and small: checked here, after the customers before them.
+                    if !self.deliver_all() {
+                        return false;
+                    }
+                    let check = &self.check;
+                    let relations = self.pool.install(|| {
+                        batch
+                            .records
+                            .par_iter()
+                            .map(|rec| check_relation(input, rec, check))
+                            .collect()
+                    });
+                    let chunk = CheckedChunk {
+                        batch: CheckedBatch::Relations(relations),
+                        ends_batch,
+                    };
+                    if !self.send(Ok(Some(chunk))) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Queues a customer chunk in the pool.
+    fn start(&mut self, batch: RawBatch) {
+        let RawBatch {
+            input,
+            mut records,
+            ends_batch,
+            ..
+        } = batch;
+        let customers = take_customers(records.len(), &mut self.customers);
+        let (layouts, check) = (Arc::clone(&self.layouts), Arc::clone(&self.check));
+        let decisions = Arc::clone(&self.decisions[input]);
+        let (done_tx, done) = sync_channel(1);
+        self.pool.spawn(move || {
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut out = Vec::with_capacity(records.len());
+                let layout = &layouts[input];
+                check_batch_into(
+                    input,
+                    &mut records,
+                    layout,
+                    &check,
+                    &decisions,
+                    customers,
+                    &mut out,
+                );
+                (out, records)
+            }));
+            // The checker thread may be gone (the writer stopped): then nobody needs the rows.
+            done_tx.send(checked).ok();
+        });
+        self.in_pool.push_back(InPool { done, ends_batch });
+    }
+
+    /// Waits for the first chunk in the pool and sends it to the writer.
+    fn deliver_first(&mut self) -> bool {
+        let Some(InPool { done, ends_batch }) = self.in_pool.pop_front() else {
+            return true;
+        };
+        let (rows, records) = match done.recv() {
+            Ok(Ok(checked)) => checked,
+            // A panic in a check is a bug: it ends this thread as it ended the check, and the
+            // writer, finding the channel closed without an end, stops the run.
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // Cannot happen (a chunk in the pool always reports back); if it did, the writer
+            // would find the channel closed without an end and stop the run.
+            Err(_) => return false,
+        };
+        self.returns.give(records.into_iter().map(|rec| rec.body));
+        let chunk = CheckedChunk {
+            batch: CheckedBatch::Customers(rows),
+            ends_batch,
+        };
+        self.send(Ok(Some(chunk)))
+    }
+
+    /// Delivers every chunk in the pool, in order.
+    fn deliver_all(&mut self) -> bool {
+        while !self.in_pool.is_empty() {
+            if !self.deliver_first() {
                 return false;
             }
         }
         true
+    }
+
+    /// Sends a message to the writer after every chunk before it; false once the writer is
+    /// gone.
+    fn send(&mut self, message: CheckedMessage) -> bool {
+        if message.as_ref().is_ok_and(Option::is_some) {
+            return self.tx.blocking_send(message).is_ok();
+        }
+        self.deliver_all() && self.tx.blocking_send(message).is_ok()
     }
 }
 
@@ -861,6 +971,109 @@ mod tests {
             .expect("one chunk past the limit");
         assert_eq!(alone.len(), 10);
         assert!(g.is_empty());
+    }
+
+    /// A checker over a one-thread pool for CSV rows of `external_id,email`, and the writer's
+    /// end of its channel.
+    fn checker() -> (Checker, mpsc::Receiver<CheckedMessage>) {
+        use crate::check::rules::RuleContext;
+        use crate::config::{parse, validate::resolve_pipeline};
+        use crate::input::header::HeaderMap;
+        let file = parse("[pipelines.p]\n", std::path::Path::new("t.toml")).unwrap();
+        let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
+        let names = ["external_id".to_owned(), "email".to_owned()];
+        let header = HeaderMap::from_header(&names, "t.csv", &s).unwrap();
+        let check = crate::check::CheckPlan {
+            unknown_columns: s.unknown_columns,
+            set: s.set,
+            ctx: RuleContext {
+                redact_values: false,
+                now: 2_000_000_000,
+            },
+            keep_raw: false,
+            empty: s.empty,
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let checker = Checker {
+            layouts: Arc::new(vec![Layout::Columns(header)]),
+            check: Arc::new(check),
+            pool: Arc::new(pool.unwrap()),
+            tx,
+            decisions: Vec::new(),
+            held: Vec::new(),
+            held_rows: 0,
+            in_pool: VecDeque::new(),
+            returns: Returns::none(),
+            customers: Spares::none(),
+        };
+        (checker, rx)
+    }
+
+    /// A chunk of customer records on lines `lines`, the one on line 4 with a bad email.
+    fn raw_chunk(lines: std::ops::Range<u64>, ends_batch: bool) -> RawBatch {
+        let records = lines
+            .map(|line| {
+                let id = format!("C{line}");
+                let email = match line {
+                    4 => "not an email".to_owned(),
+                    _ => format!("c{line}@example.com"),
+                };
+                RawRecord {
+                    line,
+                    body: crate::input::RawBody::Fields(csv::ByteRecord::from(vec![id, email])),
+                    memo: Default::default(),
+                }
+            })
+            .collect();
+        RawBatch {
+            input: 0,
+            kind: BatchKind::Customers,
+            records,
+            ends_batch,
+        }
+    }
+
+    /// What the writer has been sent so far: each chunk's lines, rejected lines and batch end,
+    /// then `None` for the end of the input.
+    type Sent = Option<(Vec<u64>, Vec<u64>, bool)>;
+
+    fn received(rx: &mut mpsc::Receiver<CheckedMessage>) -> Vec<Sent> {
+        let mut got = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            got.push(message.unwrap().map(|chunk| {
+                let CheckedBatch::Customers(rows) = chunk.batch else {
+                    panic!("customer rows expected");
+                };
+                let rejected = rows.iter().filter(|r| r.is_rejected()).map(|r| r.line);
+                (lines(&rows), rejected.collect(), chunk.ends_batch)
+            }));
+        }
+        got
+    }
+
+    /// A checked chunk goes to the writer once the next one is in the pool (so that the pool
+    /// has the next one to go on with), in input order, and everything goes at the end.
+    #[test]
+    fn the_checker_keeps_the_next_chunk_in_the_pool_and_delivers_in_order() {
+        let (mut checker, mut rx) = checker();
+        assert!(checker.take(raw_chunk(1..4, false)));
+        assert_eq!(checker.in_pool.len(), 1);
+        assert!(
+            received(&mut rx).is_empty(),
+            "the only chunk stays until a next one"
+        );
+        assert!(checker.take(raw_chunk(4..6, true)));
+        assert_eq!(received(&mut rx), [Some((vec![1, 2, 3], vec![], false))]);
+        assert!(checker.take(raw_chunk(6..8, false)));
+        assert_eq!(received(&mut rx), [Some((vec![4, 5], vec![4], true))]);
+        // With no next chunk at hand (the reader is slower), what is checked goes now.
+        assert!(checker.deliver_all());
+        assert_eq!(received(&mut rx), [Some((vec![6, 7], vec![], false))]);
+        assert!(checker.take(raw_chunk(8..9, true)));
+        assert!(checker.flush() && checker.send(Ok(None)));
+        assert_eq!(received(&mut rx), [Some((vec![8], vec![], true)), None]);
+        assert!(checker.in_pool.is_empty());
     }
 
     #[test]

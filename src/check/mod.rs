@@ -163,10 +163,29 @@ pub fn check_batch_reusing(
     spares: &mut Spares<Customer>,
     out: &mut Vec<Checked>,
 ) {
+    let customers = take_customers(records.len(), spares);
+    check_batch_into(input, records, layout, plan, dates, customers, out);
+}
+
+/// Up to `rows` spent customers from `spares`, one per row, `None` where it has no more. Taken
+/// on one thread: `Spares` is a single consumer. A `None` becomes a new customer on the
+/// checking thread that needs it.
+pub fn take_customers(rows: usize, spares: &mut Spares<Customer>) -> Vec<Option<Customer>> {
+    (0..rows).map(|_| spares.take()).collect()
+}
+
+/// [`check_batch`] into `customers`, one per record (see [`take_customers`]).
+pub fn check_batch_into(
+    input: usize,
+    records: &mut [RawRecord],
+    layout: &Layout,
+    plan: &CheckPlan,
+    dates: &Decisions,
+    customers: Vec<Option<Customer>>,
+    out: &mut Vec<Checked>,
+) {
+    assert_eq!(customers.len(), records.len(), "one customer per record");
     let hit_columns = hit_columns(layout);
-    // Taken here, on one thread: `Spares` is a single consumer. A `None` becomes a new customer
-    // on the checker thread that needs it.
-    let customers: Vec<Option<Customer>> = records.iter().map(|_| spares.take()).collect();
     records
         .par_iter_mut()
         .zip(customers)
