@@ -755,13 +755,15 @@ fn spawn_checker(
 
 /// Customer chunks in the pool at once. One chunk at a time left the pool's threads idle
 /// between chunks: each chunk ended with a thread waiting for the other's last rows, and began
-/// with a sleeping thread woken, which on this kind of virtual machine takes as long as
-/// checking a few dozen rows. With the next chunk already queued, a thread done with its share
-/// of one chunk takes up the next (a 1M-row verify-only run: README, "Benchmarks").
+/// with a sleeping thread woken, which on a virtual machine can take as long as checking
+/// hundreds of rows (README, "Check-stage threads"). With the next chunk already queued, a
+/// thread done with its share of one chunk takes up the next. (A thread waiting inside one
+/// chunk's split may also take up the next chunk and finish it first: the first chunk's rows
+/// then come a little later, never out of order.)
 pub const CHUNKS_IN_POOL: usize = 2;
 
 /// A customer chunk being checked in the pool; its rows, and its records to hand back, come
-/// through `done`.
+/// through `done` (closed without them only if the job was lost: the run then stops).
 struct InPool {
     done: Receiver<std::thread::Result<(Vec<Checked>, Vec<RawRecord>)>>,
     ends_batch: bool,
@@ -787,8 +789,8 @@ struct Checker {
 }
 
 impl Checker {
-    /// Takes a batch: decides what it can, then holds it or checks everything held. Returns
-    /// false once the writer is gone.
+    /// Takes a batch: decides what it can, then holds it or puts everything held into the
+    /// pool. Returns false once the writer is gone.
     fn take(&mut self, batch: RawBatch) -> bool {
         if self.held.last().is_some_and(|h| h.input != batch.input) && !self.flush() {
             return false;
@@ -814,13 +816,16 @@ impl Checker {
         if dates::has_undecided(header, &self.decisions[input])
             && self.held_rows < dates::LOOKAHEAD_ROWS
         {
-            return true;
+            // Nothing goes into the pool while batches are held: what is checked goes on now,
+            // so that the writer is not kept waiting for the end of the hold.
+            return self.deliver_all();
         }
         self.flush()
     }
 
-    /// Puts every held batch into the pool, in order, delivering the chunks before the last
-    /// [`CHUNKS_IN_POOL`].
+    /// Puts every held customer batch into the pool, in order, and delivers the chunks in the
+    /// pool but the last `CHUNKS_IN_POOL - 1`; checks a held relations batch here, after
+    /// delivering every chunk before it.
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
         for batch in std::mem::take(&mut self.held) {
@@ -926,8 +931,9 @@ impl Checker {
         true
     }
 
-    /// Sends a message to the writer after every chunk before it; false once the writer is
-    /// gone.
+    /// Sends a message to the writer; false once the writer is gone. The end of the input and
+    /// an error go after every chunk still in the pool; a chunk goes as it is, so its caller
+    /// sends it only once the chunks before it have gone.
     fn send(&mut self, message: CheckedMessage) -> bool {
         if message.as_ref().is_ok_and(Option::is_some) {
             return self.tx.blocking_send(message).is_ok();
@@ -973,16 +979,25 @@ mod tests {
         assert!(g.is_empty());
     }
 
-    /// A checker over a one-thread pool for CSV rows of `external_id,email`, and the writer's
-    /// end of its channel.
+    /// A checker over a one-thread pool for CSV rows of `external_id,email` (input 0) and
+    /// `external_id,born` (input 1, `born` a birth date of `date_format = "auto"`), and the
+    /// writer's end of its channel.
     fn checker() -> (Checker, mpsc::Receiver<CheckedMessage>) {
         use crate::check::rules::RuleContext;
         use crate::config::{parse, validate::resolve_pipeline};
         use crate::input::header::HeaderMap;
-        let file = parse("[pipelines.p]\n", std::path::Path::new("t.toml")).unwrap();
+        let toml = "[pipelines.p]\n[pipelines.p.columns]\n\
+                    born = { field = \"birth_date\", date_format = \"auto\" }\n";
+        let file = parse(toml, std::path::Path::new("t.toml")).unwrap();
         let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
-        let names = ["external_id".to_owned(), "email".to_owned()];
-        let header = HeaderMap::from_header(&names, "t.csv", &s).unwrap();
+        let header = |names: [&str; 2]| {
+            let names = names.map(str::to_owned);
+            Layout::Columns(HeaderMap::from_header(&names, "t.csv", &s).unwrap())
+        };
+        let layouts = vec![
+            header(["external_id", "email"]),
+            header(["external_id", "born"]),
+        ];
         let check = crate::check::CheckPlan {
             unknown_columns: s.unknown_columns,
             set: s.set,
@@ -996,7 +1011,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(64);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
         let checker = Checker {
-            layouts: Arc::new(vec![Layout::Columns(header)]),
+            layouts: Arc::new(layouts),
             check: Arc::new(check),
             pool: Arc::new(pool.unwrap()),
             tx,
@@ -1074,6 +1089,22 @@ mod tests {
         assert!(checker.flush() && checker.send(Ok(None)));
         assert_eq!(received(&mut rx), [Some((vec![8], vec![], true)), None]);
         assert!(checker.in_pool.is_empty());
+    }
+
+    /// While a batch is held for its dates, the chunk in the pool goes on to the writer.
+    #[test]
+    fn a_held_batch_does_not_hold_back_the_chunk_in_the_pool() {
+        let (mut checker, mut rx) = checker();
+        assert!(checker.take(raw_chunk(1..3, true)));
+        assert!(received(&mut rx).is_empty());
+        // A second file whose auto date column has only read ambiguous dates so far.
+        let mut second = raw_chunk(1..2, true);
+        second.input = 1;
+        second.records[0].body =
+            crate::input::RawBody::Fields(csv::ByteRecord::from(vec!["D1", "01/02/1990"]));
+        assert!(checker.take(second));
+        assert_eq!(checker.held.len(), 1, "held until its dates are decided");
+        assert_eq!(received(&mut rx), [Some((vec![1, 2], vec![], true))]);
     }
 
     #[test]
