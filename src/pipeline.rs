@@ -983,31 +983,11 @@ mod tests {
     /// `external_id,born` (input 1, `born` a birth date of `date_format = "auto"`), and the
     /// writer's end of its channel.
     fn checker() -> (Checker, mpsc::Receiver<CheckedMessage>) {
-        use crate::check::rules::RuleContext;
-        use crate::config::{parse, validate::resolve_pipeline};
-        use crate::input::header::HeaderMap;
         let toml = "[pipelines.p]\n[pipelines.p.columns]\n\
                     born = { field = \"birth_date\", date_format = \"auto\" }\n";
-        let file = parse(toml, std::path::Path::new("t.toml")).unwrap();
-        let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
-        let header = |names: [&str; 2]| {
-            let names = names.map(str::to_owned);
-            Layout::Columns(HeaderMap::from_header(&names, "t.csv", &s).unwrap())
-        };
-        let layouts = vec![
-            header(["external_id", "email"]),
-            header(["external_id", "born"]),
-        ];
-        let check = crate::check::CheckPlan {
-            unknown_columns: s.unknown_columns,
-            set: s.set,
-            ctx: RuleContext {
-                redact_values: false,
-                now: 2_000_000_000,
-            },
-            keep_raw: false,
-            empty: s.empty,
-        };
+        let (check, emails) = crate::check::plan_and_header(toml, &["external_id", "email"]);
+        let (_, births) = crate::check::plan_and_header(toml, &["external_id", "born"]);
+        let layouts = vec![emails, births];
         let (tx, rx) = mpsc::channel(64);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
         let checker = Checker {

@@ -831,11 +831,31 @@ fn best_effort_external_id(fields: &csv::ByteRecord, header: &HeaderMap) -> Stri
         .unwrap_or_default()
 }
 
+/// The check plan of pipeline `p` in `toml` (a fixed clock, no raw records kept) and the layout
+/// of a CSV header of `cols` under it: for the tests of the stages that check.
+#[cfg(test)]
+pub(crate) fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, Layout) {
+    use crate::config::{parse, validate::resolve_pipeline};
+    let file = parse(toml, std::path::Path::new("t.toml")).unwrap();
+    let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
+    let names: Vec<String> = cols.iter().map(|c| (*c).to_owned()).collect();
+    let header = HeaderMap::from_header(&names, "t.csv", &s).unwrap();
+    let plan = CheckPlan {
+        unknown_columns: s.unknown_columns,
+        set: s.set,
+        ctx: RuleContext {
+            redact_values: false,
+            now: 2_000_000_000,
+        },
+        keep_raw: false,
+        empty: s.empty,
+    };
+    (plan, Layout::Columns(header))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, validate::resolve_pipeline};
-    use std::path::Path;
 
     /// A field's text is cut out of the record's text only where the field is valid UTF-8 on
     /// its own: not when a character starts in one field and ends in the next.
@@ -866,24 +886,6 @@ mod tests {
         let texts = FieldTexts::of(&record);
         assert_eq!(texts.get(b"xyz"), Some("xyz"));
         assert_eq!(texts.get(b"\xC3"), None);
-    }
-
-    fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, Layout) {
-        let file = parse(toml, Path::new("t.toml")).unwrap();
-        let s = resolve_pipeline("p", &file.pipelines["p"], &file.defaults).unwrap();
-        let names: Vec<String> = cols.iter().map(|c| (*c).to_owned()).collect();
-        let header = HeaderMap::from_header(&names, "t.csv", &s).unwrap();
-        let plan = CheckPlan {
-            unknown_columns: s.unknown_columns,
-            set: s.set,
-            ctx: RuleContext {
-                redact_values: false,
-                now: 2_000_000_000,
-            },
-            keep_raw: false,
-            empty: s.empty,
-        };
-        (plan, Layout::Columns(header))
     }
 
     fn rec(line: u64, fields: &[&str]) -> RawRecord {
