@@ -141,29 +141,7 @@ pub fn check_batch(
     dates: &Decisions,
     out: &mut Vec<Checked>,
 ) {
-    check_batch_reusing(
-        input,
-        records,
-        layout,
-        plan,
-        dates,
-        &mut Spares::none(),
-        out,
-    );
-}
-
-/// [`check_batch`], filling the spent customers of `spares` while it has any instead of new
-/// ones.
-pub fn check_batch_reusing(
-    input: usize,
-    records: &mut [RawRecord],
-    layout: &Layout,
-    plan: &CheckPlan,
-    dates: &Decisions,
-    spares: &mut Spares<Customer>,
-    out: &mut Vec<Checked>,
-) {
-    let customers = take_customers(records.len(), spares);
+    let customers = (0..records.len()).map(|_| None).collect();
     check_batch_into(input, records, layout, plan, dates, customers, out);
 }
 
@@ -174,7 +152,8 @@ pub fn take_customers(rows: usize, spares: &mut Spares<Customer>) -> Vec<Option<
     (0..rows).map(|_| spares.take()).collect()
 }
 
-/// [`check_batch`] into `customers`, one per record (see [`take_customers`]).
+/// [`check_batch`] into `customers`, one per record, each a spent customer to fill again or
+/// `None` for a new one (see [`take_customers`]).
 pub fn check_batch_into(
     input: usize,
     records: &mut [RawRecord],
@@ -956,13 +935,14 @@ mod tests {
         let mut records = batch("C-9");
         let mut reused = Vec::new();
         let dates = Decisions::new();
-        check_batch_reusing(
+        let customers = take_customers(records.len(), &mut spares);
+        check_batch_into(
             0,
             &mut records,
             &layout,
             &plan,
             &dates,
-            &mut spares,
+            customers,
             &mut reused,
         );
         let mut fresh = Vec::new();
