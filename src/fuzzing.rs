@@ -153,6 +153,7 @@ fn check_plan(settings: &PipelineSettings) -> CheckPlan {
         },
         keep_raw: true,
         empty: settings.empty,
+        hash_rows: true,
     }
 }
 

@@ -11,7 +11,7 @@
 //! second one exits at once (the database's journal keeps it consistent).
 
 use crate::check::relation::{check_relation, CheckedRelation};
-use crate::check::{check_batch_into, external_id_of, memo, take_customers, Checked};
+use crate::check::{check_batch_into, external_id_of, memo, take_customers, CheckPlan, Checked};
 use crate::input::sources::{Layout, Source, Sources};
 use crate::input::{BatchKind, InputNames, RawRecord};
 use crate::plan::Plan;
@@ -196,10 +196,16 @@ pub async fn execute(
         .and_then(|f| memo::Lookup::open(f).ok().flatten());
     // A dry run with nothing to look up has no use for the hashes.
     let raw_rx = spawn_memo(raw_rx, &layouts, plan, lookup, !plan.verify_only);
+    let dry_overlay = plan.verify_only
+        && store.backend() == crate::store::Backend::Sqlite
+        && overlay_describes(plan, &layouts);
     let mut checked_rx = spawn_checker(
         raw_rx,
         Arc::clone(&layouts),
-        plan,
+        CheckPlan {
+            hash_rows: !dry_overlay,
+            ..plan.check.clone()
+        },
         Arc::clone(&pool),
         returns.clone(),
         customer_spares,
@@ -208,9 +214,6 @@ pub async fn execute(
         layouts: &layouts,
         plan: &plan.check,
     };
-    let dry_overlay = plan.verify_only
-        && store.backend() == crate::store::Backend::Sqlite
-        && overlay_describes(plan, &layouts);
     let opts = WriteOptions {
         empty: plan.settings.empty,
         on_duplicate: plan.settings.on_duplicate,
@@ -703,13 +706,13 @@ fn spawn_memo(
 fn spawn_checker(
     raw: Receiver<RawMessage>,
     layouts: Arc<Vec<Layout>>,
-    plan: &Plan,
+    check: CheckPlan,
     pool: Arc<rayon::ThreadPool>,
     returns: Returns,
     customers: Spares<Customer>,
 ) -> mpsc::Receiver<CheckedMessage> {
     let (tx, rx) = mpsc::channel(CHECKED_IN_FLIGHT);
-    let check = Arc::new(plan.check.clone());
+    let check = Arc::new(check);
     std::thread::spawn(move || {
         let mut checker = Checker {
             layouts,
@@ -773,7 +776,7 @@ struct InPool {
 /// back while a column's order is still unknown, and the chunks being checked in the pool.
 struct Checker {
     layouts: Arc<Vec<Layout>>,
-    check: Arc<crate::check::CheckPlan>,
+    check: Arc<CheckPlan>,
     pool: Arc<rayon::ThreadPool>,
     tx: mpsc::Sender<CheckedMessage>,
     /// Per input; shared with the chunks in the pool, so changed only as a copy.

@@ -128,6 +128,8 @@ impl Plan {
                 },
                 keep_raw: options.rejects.is_some(),
                 empty: settings.empty,
+                // The pipeline turns it off for a dry run that has no use for it.
+                hash_rows: true,
             },
             inputs,
             settings,

@@ -43,6 +43,10 @@ pub struct CheckPlan {
     pub keep_raw: bool,
     /// Empty-cell policy (it decides what a row writes, so its content hash).
     pub empty: EmptyPolicy,
+    /// Give accepted rows their [`Checked::row_hash`] here, in parallel. Off for a SQLite dry
+    /// run that writes nothing (`store::overlay`): it needs the hash only of a row whose
+    /// customer is stored, and its writer hashes those few itself.
+    pub hash_rows: bool,
 }
 
 /// One row after the check stage.
@@ -267,7 +271,7 @@ fn check_unkept(
             .issues
             .push(Issue::invalid("external_id", "external_id is required")),
     }
-    if !row.is_rejected() {
+    if plan.hash_rows && !row.is_rejected() {
         row.row_hash = Some(row_hash(&row.customer, plan.empty));
     }
     row
@@ -828,6 +832,7 @@ pub(crate) fn plan_and_header(toml: &str, cols: &[&str]) -> (CheckPlan, Layout) 
         },
         keep_raw: false,
         empty: s.empty,
+        hash_rows: true,
     };
     (plan, Layout::Columns(header))
 }
@@ -873,6 +878,22 @@ mod tests {
             body: RawBody::Fields(csv::ByteRecord::from(fields.to_vec())),
             memo: Default::default(),
         }
+    }
+
+    #[test]
+    fn accepted_rows_are_hashed_here_unless_the_plan_leaves_it_to_the_writer() {
+        let (mut plan, layout) = plan_and_header("[pipelines.p]\n", &["external_id", "email"]);
+        let ok = rec(2, &["C-1", "ann@example.com"]);
+        let bad = rec(3, &["", "ann@example.com"]);
+        let dates = Decisions::new();
+        let row = check_record(0, &ok, &layout, &plan, &dates);
+        assert_eq!(row.row_hash, Some(row_hash(&row.customer, plan.empty)));
+        assert_eq!(check_record(0, &bad, &layout, &plan, &dates).row_hash, None);
+        plan.hash_rows = false;
+        let unhashed = check_record(0, &ok, &layout, &plan, &dates);
+        assert_eq!(unhashed.row_hash, None);
+        assert!(!unhashed.is_rejected());
+        assert_eq!(unhashed.customer, row.customer);
     }
 
     #[test]

@@ -197,6 +197,7 @@ mod tests {
             },
             keep_raw: false,
             empty: crate::config::EmptyPolicy::Keep,
+            hash_rows: true,
         };
         let rec = RawRecord {
             line: 3,
