@@ -45,7 +45,7 @@ pub struct CheckPlan {
     pub empty: EmptyPolicy,
     /// Give accepted rows their [`Checked::row_hash`] here, in parallel. Off for a SQLite dry
     /// run that writes nothing (`store::overlay`): it needs the hash only of a row whose
-    /// customer is stored, and its writer hashes those few itself.
+    /// customer is stored, and its writer hashes just those.
     pub hash_rows: bool,
 }
 
