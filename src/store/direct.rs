@@ -421,7 +421,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             email: email_holder.as_deref(),
             id: None,
         };
-        let action = self.resolver.resolve(row, stored.as_ref(), holders);
+        let action = self
+            .resolver
+            .resolve(row, stored.as_ref(), holders, new_key);
         let overlay = self
             .overlay
             .as_mut()
@@ -563,7 +565,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             email: email_holder.as_deref(),
             id: id_holder.as_deref(),
         };
-        match self.resolver.resolve(row, Some(&stored), holders) {
+        match self.resolver.resolve(row, Some(&stored), holders, new_key) {
             Action::Update {
                 customer_id,
                 email_key,
@@ -607,10 +609,13 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         row: &mut Checked,
         hash: &RowHash,
     ) -> anyhow::Result<Option<RowOutcome>> {
+        let new_key = self.resolver.new_email_key(row);
         let Action::Insert {
             customer_id,
             email_key,
-        } = self.resolver.resolve(row, None, Holders::default())
+        } = self
+            .resolver
+            .resolve(row, None, Holders::default(), new_key)
         else {
             return Ok(None);
         };
@@ -637,7 +642,8 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             email: None,
             id: id_holder.as_deref(),
         };
-        let (customer_id, email_key) = match self.resolver.resolve(row, None, holders) {
+        let new_key = self.resolver.new_email_key(row);
+        let (customer_id, email_key) = match self.resolver.resolve(row, None, holders, new_key) {
             Action::Insert {
                 customer_id,
                 email_key,
@@ -668,8 +674,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         mark: usize,
         id_holder: Option<&str>,
     ) -> anyhow::Result<()> {
-        let email_holder = match self.resolver.new_email_key(row) {
-            Some(Some(key)) => query_text(self.email_holder.get(self.db)?, &key)?,
+        let new_key = self.resolver.new_email_key(row);
+        let email_holder = match &new_key {
+            Some(Some(key)) => query_text(self.email_holder.get(self.db)?, key)?,
             _ => None,
         };
         row.issues.truncate(mark);
@@ -677,7 +684,7 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             email: email_holder.as_deref(),
             id: id_holder,
         };
-        if self.resolver.resolve(row, None, holders) != Action::Reject {
+        if self.resolver.resolve(row, None, holders, new_key) != Action::Reject {
             // The database refused a row the rules accept: say what it said.
             row.issues.push(refused_text(
                 "UNIQUE constraint failed: customers.email_key",

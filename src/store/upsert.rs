@@ -415,7 +415,8 @@ impl Store {
             let row = &mut rows[i];
             let here = stored.get(row.external_id.as_str());
             let new_key = resolver.new_email_key(row);
-            let action = resolver.resolve(row, here, claims.holders(row, &new_key));
+            let holders = claims.holders(row, &new_key);
+            let action = resolver.resolve(row, here, holders, new_key.clone());
             if action != Action::Reject {
                 claims.claim(row, here, new_key);
             }
