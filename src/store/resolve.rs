@@ -116,6 +116,7 @@ impl Resolver<'_> {
         holders: Holders<'_>,
         new_key: Option<Option<String>>,
     ) -> Action {
+        debug_assert_eq!(new_key, self.new_email_key(row), "the row's own email key");
         let before = row.issues.len();
         self.check_customer_id(row, stored.map(|s| s.customer_id), holders.id);
         self.check_name(row, stored);
