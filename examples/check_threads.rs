@@ -6,9 +6,9 @@
 //! little about the parallel stage. This runs the stage by itself: it reads up to `--rows`
 //! records of a CSV once, in the pipeline's 1,000-record chunks, then checks them with a rayon
 //! pool of one thread and one of two, as the pipeline's checker thread does: each chunk is a
-//! job of the pool (`check_batch_into`), the next one queued while one is checked
-//! (`CHUNKS_IN_POOL` at once), into spent customers filled again as the pipeline's checker
-//! fills those the writer is done with. The two pools take turns every
+//! job of the pool, checked whole by one thread (`check_batch_into`), with one chunk for each
+//! thread and one more queued (`chunks_in_pool`), into spent customers filled again as the
+//! pipeline's checker fills those the writer is done with. The two pools take turns every
 //! `--round` chunks, so that a change in the shared
 //! host's speed, which here moves a single-threaded minute by a factor of two, hits both
 //! alike. Each pass prints the time of each pool and their ratio; the last line is the median.
@@ -23,7 +23,7 @@ use custload::check::{check_batch_into, Checked};
 use custload::cli::Cli;
 use custload::input::sources::open_sources;
 use custload::input::RawRecord;
-use custload::pipeline::CHUNKS_IN_POOL;
+use custload::pipeline::chunks_in_pool;
 use custload::plan::Plan;
 use custload::record::dates::Decisions;
 use custload::record::Customer;
@@ -100,6 +100,7 @@ fn main() -> anyhow::Result<()> {
      -> Duration {
         let mut input = round.to_vec();
         let mut done = Vec::with_capacity(input.len());
+        let at_once = chunks_in_pool(pool.current_num_threads());
         let start = Instant::now();
         pool.in_place_scope(|scope| {
             let mut in_pool = VecDeque::new();
@@ -113,7 +114,7 @@ fn main() -> anyhow::Result<()> {
                     tx.send(out).ok();
                 });
                 in_pool.push_back(rx);
-                if in_pool.len() == CHUNKS_IN_POOL {
+                if in_pool.len() == at_once {
                     done.extend(in_pool.pop_front().and_then(|rx| rx.recv().ok()));
                 }
             }

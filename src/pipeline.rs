@@ -717,6 +717,7 @@ fn spawn_checker(
         let mut checker = Checker {
             layouts,
             check,
+            pool_chunks: chunks_in_pool(pool.current_num_threads()),
             pool,
             tx,
             decisions: Vec::new(),
@@ -756,14 +757,17 @@ fn spawn_checker(
     rx
 }
 
-/// Customer chunks in the pool at once. One chunk at a time left the pool's threads idle
-/// between chunks: each chunk ended with a thread waiting for the other's last rows, and began
-/// with a sleeping thread woken, which on a virtual machine can take as long as checking
-/// hundreds of rows (README, "Check-stage threads"). With the next chunk already queued, a
-/// thread done with its share of one chunk takes up the next. (A thread waiting inside one
-/// chunk's split may also take up the next chunk and finish it first: the first chunk's rows
-/// then come a little later, never out of order.)
-pub const CHUNKS_IN_POOL: usize = 2;
+/// Customer chunks in a pool of `threads` threads at once: one for each thread, which checks
+/// it whole (see [`check_batch_into`]), and one more queued, so that a thread done with its
+/// chunk takes up the next at once, while the checker thread hands the first to the writer.
+/// (README, "Check-stage threads": one chunk at a time, split over the threads, left them
+/// idle at every chunk's end, one waiting for the other's last rows, then both for the next
+/// chunk; a sleeping vCPU can take as long to wake as checking hundreds of rows. Two chunks
+/// split over two threads still left a thread waiting whenever it had finished its share of
+/// both.) Chunks finish out of order at times; they are delivered in order.
+pub fn chunks_in_pool(threads: usize) -> usize {
+    threads.max(1) + 1
+}
 
 /// A customer chunk being checked in the pool; its rows, and its records to hand back, come
 /// through `done` (closed without them only if the job was lost: the run then stops).
@@ -785,6 +789,8 @@ struct Checker {
     held_rows: usize,
     /// Customer chunks in the pool, in input order.
     in_pool: VecDeque<InPool>,
+    /// How many chunks the pool takes at once ([`chunks_in_pool`] of its threads).
+    pool_chunks: usize,
     /// Where the records no row kept go: back to the reader.
     returns: Returns,
     /// Written rows' customers, emptied, to fill again.
@@ -827,7 +833,7 @@ impl Checker {
     }
 
     /// Puts every held customer batch into the pool, in order, and delivers the chunks in the
-    /// pool but the last `CHUNKS_IN_POOL - 1`; checks a held relations batch here, after
+    /// pool but the last `pool_chunks - 1`; checks a held relations batch here, after
     /// delivering every chunk before it.
     fn flush(&mut self) -> bool {
         self.held_rows = 0;
@@ -837,7 +843,7 @@ impl Checker {
             match batch.kind {
                 BatchKind::Customers => {
                     self.start(batch);
-                    while self.in_pool.len() > CHUNKS_IN_POOL - 1 {
+                    while self.in_pool.len() > self.pool_chunks - 1 {
                         if !self.deliver_first() {
                             return false;
                         }
@@ -986,16 +992,22 @@ mod tests {
     /// `external_id,born` (input 1, `born` a birth date of `date_format = "auto"`), and the
     /// writer's end of its channel.
     fn checker() -> (Checker, mpsc::Receiver<CheckedMessage>) {
+        checker_on(1)
+    }
+
+    /// [`checker`] over a pool of `threads` threads.
+    fn checker_on(threads: usize) -> (Checker, mpsc::Receiver<CheckedMessage>) {
         let toml = "[pipelines.p]\n[pipelines.p.columns]\n\
                     born = { field = \"birth_date\", date_format = \"auto\" }\n";
         let (check, emails) = crate::check::plan_and_header(toml, &["external_id", "email"]);
         let (_, births) = crate::check::plan_and_header(toml, &["external_id", "born"]);
         let layouts = vec![emails, births];
         let (tx, rx) = mpsc::channel(64);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
         let checker = Checker {
             layouts: Arc::new(layouts),
             check: Arc::new(check),
+            pool_chunks: chunks_in_pool(threads),
             pool: Arc::new(pool.unwrap()),
             tx,
             decisions: Vec::new(),
@@ -1072,6 +1084,34 @@ mod tests {
         assert!(checker.flush() && checker.send(Ok(None)));
         assert_eq!(received(&mut rx), [Some((vec![8], vec![], true)), None]);
         assert!(checker.in_pool.is_empty());
+    }
+
+    /// A pool of two threads takes three chunks, one for each thread and one queued, before
+    /// the first goes to the writer; chunks still go in input order.
+    #[test]
+    fn a_pool_takes_a_chunk_for_each_thread_and_one_more() {
+        assert_eq!(chunks_in_pool(1), 2);
+        assert_eq!(chunks_in_pool(2), 3);
+        assert_eq!(chunks_in_pool(0), 2, "a pool has at least one thread");
+        let (mut checker, mut rx) = checker_on(2);
+        assert!(checker.take(raw_chunk(1..3, false)));
+        assert!(checker.take(raw_chunk(3..5, false)));
+        assert_eq!(checker.in_pool.len(), 2);
+        assert!(received(&mut rx).is_empty(), "one chunk for each thread");
+        assert!(checker.take(raw_chunk(5..7, false)));
+        assert_eq!(checker.in_pool.len(), 2);
+        assert_eq!(received(&mut rx), [Some((vec![1, 2], vec![], false))]);
+        assert!(checker.take(raw_chunk(7..8, true)));
+        assert!(checker.flush() && checker.send(Ok(None)));
+        assert_eq!(
+            received(&mut rx),
+            [
+                Some((vec![3, 4], vec![4], false)),
+                Some((vec![5, 6], vec![], false)),
+                Some((vec![7], vec![], true)),
+                None
+            ]
+        );
     }
 
     /// While a batch is held for its dates, the chunk in the pool goes on to the writer.

@@ -24,11 +24,7 @@ use crate::record::{transform, Customer, Slot, Value};
 use crate::spares::Spares;
 use compact_str::CompactString;
 use issue::{Code, Issue};
-use rayon::prelude::*;
 use rules::RuleContext;
-
-/// Below this many rows per rayon task, splitting costs more than it gains.
-const MIN_ROWS_PER_TASK: usize = 64;
 
 /// What the checks need from the plan, shared by all checker threads.
 #[derive(Debug, Clone)]
@@ -134,9 +130,9 @@ impl Rechecker<'_> {
     }
 }
 
-/// Checks a batch in parallel on the current rayon pool; `out` receives one row per record, in
-/// order. A row that keeps its record takes it (no copy) and leaves an empty body behind; the
-/// other records stay in `records` for the caller to reuse.
+/// Checks a batch on the calling thread; `out` receives one row per record, in order. A row
+/// that keeps its record takes it (no copy) and leaves an empty body behind; the other records
+/// stay in `records` for the caller to reuse.
 pub fn check_batch(
     input: usize,
     records: &mut [RawRecord],
@@ -158,6 +154,11 @@ pub fn take_customers(rows: usize, spares: &mut Spares<Customer>) -> Vec<Option<
 
 /// [`check_batch`] into `customers`, one per record, each a spent customer to fill again or
 /// `None` for a new one (see [`take_customers`]).
+///
+/// A chunk is checked whole by the thread that runs it; the pipeline keeps a chunk for every
+/// pool thread and one more queued (see `chunks_in_pool` in [`crate::pipeline`]). Split across
+/// the pool's threads, each chunk ended with one thread waiting for the other's last rows, and
+/// on a virtual machine the vCPU it left idle was slow to wake for the next.
 pub fn check_batch_into(
     input: usize,
     records: &mut [RawRecord],
@@ -169,23 +170,20 @@ pub fn check_batch_into(
 ) {
     assert_eq!(customers.len(), records.len(), "one customer per record");
     let hit_columns = hit_columns(layout);
-    records
-        .par_iter_mut()
-        .zip(customers)
-        .with_min_len(MIN_ROWS_PER_TASK)
-        .map(|(rec, customer)| {
-            let blank = Checked::blank_in(input, rec.line, customer.unwrap_or_default());
-            let mut row = check_unkept(rec, layout, plan, dates, &hit_columns, blank);
-            if keeps_record(rec, plan) {
-                // An Oversized body owns nothing: the cheapest thing to leave behind.
-                row.raw = Some(std::mem::replace(
-                    &mut rec.body,
-                    RawBody::Oversized { limit: 0 },
-                ));
-            }
-            row
-        })
-        .collect_into_vec(out);
+    out.clear();
+    out.reserve(records.len());
+    out.extend(records.iter_mut().zip(customers).map(|(rec, customer)| {
+        let blank = Checked::blank_in(input, rec.line, customer.unwrap_or_default());
+        let mut row = check_unkept(rec, layout, plan, dates, &hit_columns, blank);
+        if keeps_record(rec, plan) {
+            // An Oversized body owns nothing: the cheapest thing to leave behind.
+            row.raw = Some(std::mem::replace(
+                &mut rec.body,
+                RawBody::Oversized { limit: 0 },
+            ));
+        }
+        row
+    }));
 }
 
 /// Checks one record.
