@@ -2,7 +2,8 @@
 //! pool) -> bounded channel -> writer (tokio, the calling thread).
 //!
 //! Memory is bounded by a few chunks in flight: the channels hold at most `RAW_IN_FLIGHT` and
-//! `CHECKED_IN_FLIGHT` chunks, so a slow database slows the reader instead of filling memory.
+//! `CHECKED_IN_FLIGHT` chunks and the pool one per checker thread and one more
+//! ([`chunks_in_pool`]), so a slow database slows the reader instead of filling memory.
 //! Spent CSV records flow back to the reader (the checker thread returns those no row kept, the
 //! disposal thread those the rows kept), and written rows' customers back to the checker thread,
 //! through [`crate::spares`]: two more small channels.
