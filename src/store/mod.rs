@@ -265,9 +265,10 @@ impl Store {
 /// of it copied, and the log starts over from its beginning only then; so the log mostly grows
 /// until the writer's own checkpoint: the log's sync, the copy of what the thread had not
 /// copied yet and the file's sync, a few tenths of a second in which the writer, and then
-/// every stage behind it, stands still. At 4,096 pages (64 MiB) a sampled 1M first load stopped so about nine times; at
-/// 16,384, twice, and ran 17.21 -> 16.80 s (median of 6 side-by-side pairs, all faster), with
-/// a log of at most about 275 MiB instead of 89 MiB on disk while it runs.
+/// every stage behind it, stands still. At 4,096 pages (64 MiB) a sampled 1M first load
+/// stopped so about nine times; at 16,384, twice, and ran 17.21 -> 16.80 s (median of 6
+/// side-by-side pairs, all faster), with a log of at most about 275 MiB instead of 89 MiB on
+/// disk while it runs.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16384;
 
 async fn connect(url: &str, backend: Backend) -> anyhow::Result<Conn> {
