@@ -3,8 +3,8 @@
 //! COMMIT.
 //!
 //! A first load of 1,000,000 rows spent a third of its writer time in COMMIT, most of it in the
-//! automatic checkpoints (every 64 MB of log: read the log back, write the pages into the file,
-//! two fsyncs), while the writer, the stage every row waits for, stood still. A PASSIVE
+//! automatic checkpoints (then every 64 MB of log: read the log back, write the pages into the
+//! file, two fsyncs), while the writer, the stage every row waits for, stood still. A PASSIVE
 //! checkpoint on a second connection runs beside the writer's transactions without blocking
 //! them (SQLite's WAL design: the checkpointer and the writer take different locks). The
 //! writer's own automatic checkpoint stays on as the backstop: when this thread falls behind,
@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 
 /// The shortest time between two checkpoints. A page written in several commits is copied into
 /// the file once per checkpoint, and each checkpoint syncs twice: checkpointing after every
-/// commit (every 5,000 rows) cost more system time than it saved. At 200 ms the log stays well
-/// under the writer's own threshold (64 MB) at the speed of a first load.
+/// commit (every 5,000 rows) cost more system time than it saved. At 200 ms the thread copies
+/// most of the log as a first load writes it, but the log starts over only once all of it is
+/// copied, so its length is still bounded by the writer's own threshold
+/// (`WAL_AUTOCHECKPOINT_PAGES` in `store/mod.rs`, which says why that is high).
 const MIN_GAP: Duration = Duration::from_millis(200);
 
 /// What came during a rest.
