@@ -761,11 +761,11 @@ fn spawn_checker(
 /// Customer chunks in a pool of `threads` threads at once: one for each thread, which checks
 /// it whole (see [`check_batch_into`]), and one more queued, so that a thread done with its
 /// chunk takes up the next at once, while the checker thread hands the first to the writer.
-/// (README, "Check-stage threads": one chunk at a time, split over the threads, left them
-/// idle at every chunk's end, one waiting for the other's last rows, then both for the next
-/// chunk; a sleeping vCPU can take as long to wake as checking hundreds of rows. Two chunks
-/// split over two threads still left a thread waiting whenever it had finished its share of
-/// both.) Chunks finish out of order at times; they are delivered in order.
+/// (docs/performance.md, "Check-stage threads": one chunk at a time, split over the threads,
+/// left them idle at every chunk's end, one waiting for the other's last rows, then both for
+/// the next chunk; a sleeping vCPU can take as long to wake as checking hundreds of rows. Two
+/// chunks split over two threads still left a thread waiting whenever it had finished its
+/// share of both.) Chunks finish out of order at times; they are delivered in order.
 pub fn chunks_in_pool(threads: usize) -> usize {
     threads.max(1) + 1
 }

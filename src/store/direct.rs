@@ -3,11 +3,12 @@
 //!
 //! sqlx runs SQLite on a worker thread and copies every bound value to send it there; loading a
 //! million 44-column rows that way took 14 s where the same inserts through prepared statements
-//! took 4.3 s (README, "Benchmarks"). So for the rows of a batch the writer borrows the open
+//! took 4.3 s (README, "Speed"). So for the rows of a batch the writer borrows the open
 //! connection's raw handle and drives it with rusqlite: one prepared statement per shape, values
 //! bound straight from the checked rows (the insert and the updates through
-//! [`InPlaceStatement`], which SQLite reads without copying). Everything else (transactions, migrations, runs,
-//! relations) stays on sqlx, on the same connection and so in the same transaction.
+//! [`InPlaceStatement`], which SQLite reads without copying). Everything else (transactions,
+//! migrations, runs, relations) stays on sqlx, on the same connection and so in the same
+//! transaction.
 //!
 //! Decisions and writes interleave row by row, so every row is decided against the database as
 //! the rows before it left it: no bookkeeping of emails taken and released within a batch, and
