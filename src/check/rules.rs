@@ -692,7 +692,7 @@ fn phone_verdict(
     let Ok(number) = util.parse(phone, region) else {
         return PhoneVerdict::Doubtful;
     };
-    if !util.is_valid_number(&number) {
+    if !is_valid_number(util, &number, region) {
         return PhoneVerdict::Doubtful;
     }
     // E.164 has no room for an extension; such numbers keep their original form.
@@ -705,6 +705,22 @@ fn phone_verdict(
     } else {
         PhoneVerdict::Reformatted(e164.into_owned())
     }
+}
+
+/// What the library's `is_valid_number` says of `number`, in one walk of the patterns where it
+/// takes two. For a calling code shared by several regions (+1, +44, +7, ...) that function first
+/// finds the number's region, trying each region's patterns in turn from the calling code's main
+/// country on, and then tries the found region's patterns once more. When `region` (the row's) is
+/// the main country and the number is valid there, the main country is the region it would find,
+/// so the answer is already known. Otherwise the library's own function decides. (The test
+/// `validity_shortcut_agrees_with_the_library` compares the two on every region's examples.)
+fn is_valid_number(
+    util: &rlibphonenumber::PhoneNumberUtil,
+    number: &rlibphonenumber::PhoneNumber,
+    region: Option<rlibphonenumber::Region>,
+) -> bool {
+    let main = region.filter(|&r| util.get_region_for_country_code(number.country_code) == Some(r));
+    main.is_some_and(|r| util.is_valid_number_for_region(number, r)) || util.is_valid_number(number)
 }
 
 fn check_desk(def: &FieldDef, value: &str, ctx: &RuleContext, issues: &mut Vec<Issue>) -> Slot {
@@ -1091,6 +1107,70 @@ mod tests {
         assert_ne!(here, there, "two threads must not share the regexes");
         assert_eq!(mine, theirs);
         assert_eq!(mine[3], PhoneVerdict::Reformatted("+39063545184".into()));
+    }
+
+    #[test]
+    fn validity_shortcut_agrees_with_the_library() {
+        use rlibphonenumber::{PhoneNumberFormat, PhoneNumberType, PhoneNumberUtil, Region};
+        let util = PhoneNumberUtil::new().unwrap();
+        let types = [
+            PhoneNumberType::FixedLine,
+            PhoneNumberType::Mobile,
+            PhoneNumberType::TollFree,
+            PhoneNumberType::PremiumRate,
+            PhoneNumberType::VoIP,
+        ];
+        let (mut compared, mut invalid, mut shortcut) = (0, 0, 0);
+        for region in util.get_supported_regions().collect::<Vec<_>>() {
+            let mut examples: Vec<_> = types
+                .iter()
+                .filter_map(|&t| util.get_example_number_for_type_and_region(region, t).ok())
+                .collect();
+            examples.extend(util.get_invalid_example_number(region).ok());
+            for example in examples {
+                let e164 = util.format(&example, PhoneNumberFormat::E164).into_owned();
+                let cc_len = example.country_code.to_string().len() + 1;
+                // The example itself, then its first national digit and its last replaced by
+                // each digit: other area codes of a shared calling code, and invalid numbers.
+                let mut variants = vec![e164.clone()];
+                for d in b'0'..=b'9' {
+                    for at in [cc_len, e164.len() - 1] {
+                        let mut v = e164.clone().into_bytes();
+                        v[at] = d;
+                        variants.push(String::from_utf8(v).unwrap());
+                    }
+                }
+                for text in variants {
+                    let Ok(number) = util.parse(&text, None) else {
+                        continue;
+                    };
+                    let expected = util.is_valid_number(&number);
+                    let mut hints: Vec<Option<Region>> = vec![None, Some(region)];
+                    if let Some(regions) =
+                        util.get_regions_for_country_calling_code(number.country_code)
+                    {
+                        hints.extend(regions.map(Some));
+                    }
+                    for hint in hints {
+                        let main = hint.is_some_and(|r| {
+                            util.get_region_for_country_code(number.country_code) == Some(r)
+                        });
+                        shortcut += usize::from(main && expected);
+                        assert_eq!(
+                            is_valid_number(&util, &number, hint),
+                            expected,
+                            "{text} read in {hint:?}"
+                        );
+                        compared += 1;
+                    }
+                    invalid += usize::from(!expected);
+                }
+            }
+        }
+        // The comparison covers both answers and the shortcut's own path, many times over.
+        assert!(compared > 20_000, "{compared} comparisons");
+        assert!(invalid > 1_000, "{invalid} invalid numbers");
+        assert!(shortcut > 5_000, "{shortcut} answered by the shortcut");
     }
 
     #[test]
