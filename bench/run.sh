@@ -17,7 +17,7 @@
 #   MEM_LIMIT_MB=150  peak RSS target (MiB)
 #   STRICT=0          1 = exit 1 when a target fails
 #
-# Every timed command runs under `/usr/bin/time -f '%e %M'`; only that one process (and the
+# Every timed command runs under `/usr/bin/time -f '%e %M %U %S'`; only that one process (and the
 # children it waits for) is measured: the PostgreSQL server's own CPU/memory is not in the RSS
 # column of psql or custload. Steps are interleaved per repetition (reference, then custload) so
 # background load hits both sides alike. Results: stdout and $WORK/results.md.
@@ -251,11 +251,12 @@ EOF
 rep=0
 # stdout of every timed command is discarded: custload runs with `--report -`, so its JSON report
 # (one entry per row, ~57 bytes a row) is serialized as usual but not stored.
-# Never `--report /dev/null`: custload replaces the report path by rename (see the check above).
-measure() { # KEY CMD...: time CMD, append "wall_s peak_kb" to times/KEY
+# Each line of times/KEY: wall (s), peak RSS (KiB), user CPU (s), system CPU (s). The CPU shows
+# whether a step was bound by it: user + system near twice the wall means both cores were busy.
+measure() { # KEY CMD...: time CMD, append "wall_s peak_kb user_s sys_s" to times/KEY
     local key=$1; shift
     local base=$WORK/logs/$key.$rep
-    if ! /usr/bin/time -f '%e %M' -o "$WORK/tmp/time" "$@" >/dev/null 2>"$base.err"; then
+    if ! /usr/bin/time -f '%e %M %U %S' -o "$WORK/tmp/time" "$@" >/dev/null 2>"$base.err"; then
         echo "bench: error: step '$key' (repetition $rep) failed: $*" >&2
         tail -n 20 "$base.err" >&2
         exit 1
@@ -266,7 +267,7 @@ measure_stdin() { # KEY ROWS CUSTLOAD-ARGS...: gen_customers --rows ROWS | time 
     local key=$1 rows=$2; shift 2
     local base=$WORK/logs/$key.$rep
     if ! "$GEN" --rows "$rows" 2>"$base.gen.err" \
-        | /usr/bin/time -f '%e %M' -o "$WORK/tmp/time" "$CUSTLOAD" "$@" >/dev/null 2>"$base.err"; then
+        | /usr/bin/time -f '%e %M %U %S' -o "$WORK/tmp/time" "$CUSTLOAD" "$@" >/dev/null 2>"$base.err"; then
         echo "bench: error: step '$key' (repetition $rep) failed: gen_customers --rows $rows | custload $*" >&2
         tail -n 20 "$base.err" "$base.gen.err" >&2
         exit 1
@@ -412,11 +413,13 @@ fi
 [[ -c /dev/null ]] || SANITY+=("- WARNING: /dev/null is no longer a character device (something replaced it during the run)")
 
 # ---------------------------------------------------------------- report
-median_wall() { # KEY -> median wall seconds
-    awk '{print $1}' "$WORK/times/$1" | sort -g | awk '{v[NR]=$1} END {
+median_of() { # KEY AWK-EXPR -> median over the repetitions of AWK-EXPR (of one times/KEY line)
+    awk "{print $2}" "$WORK/times/$1" | sort -g | awk '{v[NR]=$1} END {
         if (NR == 0) exit 1
         if (NR % 2) printf "%.3f", v[(NR+1)/2]; else printf "%.3f", (v[NR/2]+v[NR/2+1])/2 }'
 }
+median_wall() { median_of "$1" '$1'; }  # KEY -> median wall seconds
+median_cpu() { median_of "$1" '$3 + $4'; }  # KEY -> median user + system seconds
 max_rss_mb() { awk 'BEGIN{m=0} $2>m{m=$2} END{printf "%.1f", m/1024}' "$WORK/times/$1"; }
 have() { [[ -s $WORK/times/$1 ]]; }
 
@@ -424,10 +427,10 @@ MD=$WORK/results.md
 rows_md=()
 row() { # KEY LABEL ROWS
     have "$1" || return 0
-    local w rss rps
-    w=$(median_wall "$1"); rss=$(max_rss_mb "$1")
+    local w cpu rss rps
+    w=$(median_wall "$1"); cpu=$(median_cpu "$1"); rss=$(max_rss_mb "$1")
     rps=$(awk -v n="$3" -v w="$w" 'BEGIN{ if (w > 0) printf "%.0f", n/w; else print "-" }')
-    rows_md+=("| $2 | $3 | $w | $rps | $rss |")
+    rows_md+=("| $2 | $3 | $w | $cpu | $rps | $rss |")
 }
 row ref_a_sqlite_import "(a) sqlite3 \`.import\` into fresh table + UNIQUE(external_id), 1 txn" "$N"
 row ref_a2_sqlite_import_email "(a2) same as (a) + UNIQUE index on lower(email), as custload's table has (info)" "$N"
@@ -508,12 +511,12 @@ REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
     echo "## custload benchmark"
     echo
-    echo "N = $N rows per file ($(du -h "$NIGHT1" | cut -f1) CSV), R = $R repetitions (median wall; peak RSS = max over repetitions)."
+    echo "N = $N rows per file ($(du -h "$NIGHT1" | cut -f1) CSV), R = $R repetitions (median wall and CPU; peak RSS = max over repetitions)."
     echo "custload $REV; $(nproc) cores, load average at end $(cut -d' ' -f1-3 /proc/loadavg);"
     echo "sqlite3 $(sqlite3 --version | cut -d' ' -f1)$([[ $SKIP_PG != 1 ]] && echo "; $(psql -XAtqc 'show server_version' 2>/dev/null | sed 's/^/PostgreSQL /')"); $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo
-    echo "| Measurement | rows | median wall (s) | rows/s | peak RSS (MiB) |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| Measurement | rows | median wall (s) | median CPU, user + sys (s) | rows/s | peak RSS (MiB) |"
+    echo "|---|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows_md[@]}"
     echo
     echo "| Target | measured | limit | result | per repetition |"

@@ -3,7 +3,9 @@
 //! Writes `--rows` customers in 44 canonical columns to stdout (or `--out`). The same arguments
 //! always give the same bytes. `--version` > 0 makes "the next night's file": the rows that
 //! `--change-rate` picks get new values in their mutable fields (the rest stay as in version 0).
-//! `--dirty` makes that share of rows carry one error custload rejects.
+//! `--dirty` makes that share of rows carry one error custload rejects. `--national-phones`
+//! writes every phone in its national form (`030 1234567` for `+49301234567`), as legacy CRM
+//! exports do: custload rewrites each to E.164 with a `NORMALIZED` warning, so every row warns.
 //!
 //! ```text
 //! cargo run --release --example gen_customers -- --rows 1000000 > night1.csv
@@ -40,6 +42,9 @@ struct Args {
     /// Write here instead of stdout.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Phones in national form (with the country's trunk prefix) instead of E.164.
+    #[arg(long)]
+    national_phones: bool,
 }
 
 const COLUMNS: &[&str] = &[
@@ -97,16 +102,16 @@ const LAST: &[&str] = &[
     "Adeyemi", "Bauer", "Costa", "Dubois", "Eriksen", "Fischer", "García", "Huber", "Ivanova",
     "Jensen", "Kowalski", "Lopez", "Müller", "Novak", "O'Brien", "Petrov", "Rossi", "Schmidt",
 ];
-/// (country, phone prefix with area code, language, time zone)
-const PLACES: &[(&str, &str, &str, &str)] = &[
-    ("DE", "+4930", "de", "Europe/Berlin"),
-    ("FR", "+3314", "fr", "Europe/Paris"),
-    ("GB", "+44207", "en-GB", "Europe/London"),
-    ("ES", "+3491", "es", "Europe/Madrid"),
-    ("IT", "+3906", "it", "Europe/Rome"),
-    ("NL", "+3120", "nl", "Europe/Amsterdam"),
-    ("PL", "+4822", "pl", "Europe/Warsaw"),
-    ("US", "+1212", "en-US", "America/New_York"),
+/// (country, phone prefix with area code, the same in national form, language, time zone)
+const PLACES: &[(&str, &str, &str, &str, &str)] = &[
+    ("DE", "+4930", "030 ", "de", "Europe/Berlin"),
+    ("FR", "+3314", "014 ", "fr", "Europe/Paris"),
+    ("GB", "+44207", "0207 ", "en-GB", "Europe/London"),
+    ("ES", "+3491", "91 ", "es", "Europe/Madrid"),
+    ("IT", "+3906", "06 ", "it", "Europe/Rome"),
+    ("NL", "+3120", "020 ", "nl", "Europe/Amsterdam"),
+    ("PL", "+4822", "22 ", "pl", "Europe/Warsaw"),
+    ("US", "+1212", "(212) ", "en-US", "America/New_York"),
 ];
 const STAGES: &[&str] = &["lead", "prospect", "onboarding", "active", "dormant"];
 const SOURCES: &[&str] = &["web", "affiliate", "referral", "event", "import"];
@@ -148,7 +153,13 @@ fn row(args: &Args, index: u64, out: &mut String) {
     let business = dice.roll(2).is_multiple_of(10);
     let first = dice.pick(3, FIRST);
     let last = dice.pick(4, LAST);
-    let (country, prefix, language, tz) = PLACES[(dice.roll(5) % PLACES.len() as u64) as usize];
+    let (country, prefix, national, language, tz) =
+        PLACES[(dice.roll(5) % PLACES.len() as u64) as usize];
+    let prefix = if args.national_phones {
+        national
+    } else {
+        prefix
+    };
     let birth_year = 1950 + dice.roll(6) % 55;
     let stage = dice.pick(100 + v, STAGES);
     let contact = 1_700_000_000 + (dice.roll(101 + v) % 30_000_000);
