@@ -5,19 +5,23 @@
 //! Each CSV record gets a hash of its raw fields and of everything that decides what the checks
 //! say about them (the [`fingerprint`]: custload's rules version, the input's header and column
 //! rules, the pipeline's `set`, `empty`, `unknown_columns` and `redact_values`). The writer stores
-//! it as `customers.raw_hash` when the record was written or confirmed with no error and no
-//! warning. In the next run, a record whose hash is the stored one of its external_id ([`Lookup`])
-//! is a [`Memo::Hit`]: the check stage runs only what can have changed since ([`memo_field`]:
-//! the external_id and explicit id, the brand, desk and statuses that today's reference data
-//! judges, the birth date whose age keeps growing), and the writer confirms the stored hash
-//! before it calls the row unchanged, or checks the record in full after all. (The writer skips
-//! that read while no other connection has committed since the lookups began: see
-//! `store::direct::RowWriter::confirm_memo`.)
+//! it as `customers.raw_hash` when the record was written or confirmed with no error and with no
+//! warning but those of its fields' own checks, and with it the fields that warned
+//! (`customers.raw_recheck`, a [`Recheck`]). In the next run, a record whose hash is the stored
+//! one of its external_id ([`Lookup`]) is a [`Memo::Hit`]: the check stage runs only what can
+//! have changed since ([`memo_field`]: the external_id and explicit id, the brand, desk and
+//! statuses that today's reference data judges, the birth date whose age keeps growing) and the
+//! checks that warned before, which warn again, and the writer confirms the stored hash before
+//! it calls the row unchanged, or checks the record in full after all. (The writer skips that
+//! read while no other connection has committed since the lookups began: see
+//! `store::direct::RowWriter::confirm_memo`.) Legacy exports are messy: a file whose every phone
+//! is written in national form warns on every row, and is still checked only once.
 //!
 //! Never memoized: records with a password (a fast hash of a clear password must not be
 //! stored), JSON records, inputs with `date_format = "auto"` columns (decided per file), and
 //! PostgreSQL runs (the lookups would cost a round trip per chunk for little).
 
+use super::issue::{Code, Issue};
 use super::CheckPlan;
 use crate::input::header::{ColumnUse, HeaderMap};
 use crate::input::Memo;
@@ -40,6 +44,71 @@ pub fn memo_field(field: FieldId) -> bool {
         || field == IDS.brand
         || field == IDS.desk
         || matches!(FIELDS[field].kind, Kind::StatusId { .. } | Kind::BirthDate)
+}
+
+/// The fields besides the [`memo_field`]s that a memo hit is checked for again: those whose
+/// checks warned about the record when it was stored, so that the hit's row carries the very
+/// warnings a full check would give, in the same order (its columns are checked in input order,
+/// the phone after them, as in a full check). Stored with the record's hash as
+/// `customers.raw_recheck`, the fields' names separated by commas.
+///
+/// A record's checks say the same of the same bytes under the same [`fingerprint`], except for
+/// the memo fields, which a hit checks anyway; so re-checking only the fields that warned gives
+/// every warning, and the other fields, which gave none, would give none again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recheck(u128);
+
+const _: () = assert!(
+    FIELDS.len() <= 128,
+    "a Recheck holds a field in one bit of a u128"
+);
+
+impl Recheck {
+    /// The fields to check again for a record whose full check gave `issues`; `None` when some
+    /// issue is not one the checks of a field re-create (an error rejects the row, and the
+    /// writer's or the file's own warnings, such as `SUPERSEDED` or `UNKNOWN_COLUMN`, depend on
+    /// more than the record): such a record keeps no memo hash.
+    pub fn of_issues(issues: &[Issue]) -> Option<Recheck> {
+        let mut set = Recheck::default();
+        for issue in issues {
+            if !matches!(issue.code, Code::Normalized | Code::Suspicious) {
+                return None;
+            }
+            let field = crate::record::fields::field_id(&issue.field)?;
+            if !memo_field(field) {
+                set.0 |= 1 << field;
+            }
+        }
+        Some(set)
+    }
+
+    /// Whether `field` is checked again.
+    pub fn contains(self, field: FieldId) -> bool {
+        self.0 & (1 << field) != 0
+    }
+
+    /// Whether no field is (the record gave no warning outside the memo fields).
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The stored form: field names in [`FIELDS`] order, separated by commas; `None` when empty.
+    pub fn to_text(self) -> Option<String> {
+        let names: Vec<&str> = (0..FIELDS.len())
+            .filter(|&f| self.contains(f))
+            .map(|f| FIELDS[f].name)
+            .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+
+    /// Reads [`Recheck::to_text`]'s form; `None` for a name that is no field.
+    pub fn parse(text: &str) -> Option<Recheck> {
+        let mut set = Recheck::default();
+        for name in text.split(',').filter(|n| !n.is_empty()) {
+            set.0 |= 1 << crate::record::fields::field_id(name)?;
+        }
+        Some(set)
+    }
 }
 
 /// The fingerprint of an input's checks, or `None` when its records cannot be memoized.
@@ -172,8 +241,9 @@ impl Lookup {
     }
 }
 
-/// What [`Lookup::stored`] finds for an external_id: its stored memo hash and customer_id.
-pub type Stored = Option<(RowHash, i64)>;
+/// What [`Lookup::stored`] finds for an external_id: its stored memo hash, customer_id and the
+/// fields a hit is checked for again.
+pub type Stored = Option<(RowHash, i64, Recheck)>;
 
 /// The first and last external_id of a chunk whose ids ascend strictly (in SQLite's `BINARY`
 /// order, which is byte order), as exports sorted by id do; `None` otherwise.
@@ -190,15 +260,25 @@ fn ascending_range<'a>(external_ids: &[Option<&'a str>]) -> Option<(&'a str, &'a
     (first != last).then_some((first, last))
 }
 
-/// A stored row's memo hash and customer_id, when its hash is set.
+/// A stored row's memo hash, customer_id and fields to check again (the three columns from
+/// `hash_column` on), when its hash is set and its fields are known.
 fn stored_of(r: &rusqlite::Row<'_>, hash_column: usize) -> rusqlite::Result<Stored> {
-    match r.get_ref(hash_column)? {
-        rusqlite::types::ValueRef::Blob(b) => RowHash::try_from(b)
-            .ok()
-            .map(|h| r.get::<_, i64>(hash_column + 1).map(|id| (h, id)))
-            .transpose(),
-        _ => Ok(None),
-    }
+    use rusqlite::types::ValueRef;
+    let ValueRef::Blob(b) = r.get_ref(hash_column)? else {
+        return Ok(None);
+    };
+    let Ok(hash) = RowHash::try_from(b) else {
+        return Ok(None);
+    };
+    let recheck = match r.get_ref(hash_column + 2)? {
+        ValueRef::Null => Some(Recheck::default()),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(Recheck::parse),
+        _ => None,
+    };
+    let Some(recheck) = recheck else {
+        return Ok(None);
+    };
+    Ok(Some((hash, r.get(hash_column + 1)?, recheck)))
 }
 
 /// Ascending ids: one walk of the index over their range, merged with the chunk, instead of a
@@ -213,7 +293,7 @@ fn scan_range(
     let limit = external_ids.len() * 2 + 16;
     let mut st = tx
         .prepare_cached(
-            "SELECT external_id, raw_hash, customer_id FROM customers \
+            "SELECT external_id, raw_hash, customer_id, raw_recheck FROM customers \
              WHERE external_id BETWEEN ?1 AND ?2 ORDER BY external_id LIMIT ?3",
         )
         .context("cannot read stored records")?;
@@ -251,7 +331,9 @@ fn seek_each(
 ) -> anyhow::Result<Vec<Stored>> {
     let mut out = Vec::with_capacity(external_ids.len());
     let mut st = tx
-        .prepare_cached("SELECT raw_hash, customer_id FROM customers WHERE external_id = ?1")
+        .prepare_cached(
+            "SELECT raw_hash, customer_id, raw_recheck FROM customers WHERE external_id = ?1",
+        )
         .context("cannot read stored records")?;
     for id in external_ids {
         let Some(id) = id else {
@@ -300,9 +382,9 @@ pub fn mark(
         .collect();
     let stored = lookup.stored(&ids)?;
     for (rec, stored) in records.iter_mut().zip(stored) {
-        if let (Memo::Hash(h), Some((s, customer_id))) = (rec.memo, stored) {
+        if let (Memo::Hash(h), Some((s, customer_id, recheck))) = (rec.memo, stored) {
             if h == s {
-                rec.memo = Memo::Hit(h, customer_id);
+                rec.memo = Memo::Hit(h, customer_id, recheck);
             }
         }
     }
@@ -318,7 +400,7 @@ mod tests {
         let db = rusqlite::Connection::open(path).unwrap();
         db.execute_batch(
             "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, \
-             external_id TEXT NOT NULL UNIQUE, raw_hash BLOB);",
+             external_id TEXT NOT NULL UNIQUE, raw_hash BLOB, raw_recheck TEXT);",
         )
         .unwrap();
         db
@@ -331,15 +413,61 @@ mod tests {
         let db = customers_table(&path);
         let hash: RowHash = [7; 16];
         db.execute(
-            "INSERT INTO customers VALUES (41, 'A', ?1), (42, 'B', NULL)",
+            "INSERT INTO customers VALUES (41, 'A', ?1, NULL), (42, 'B', NULL, NULL), \
+             (43, 'D', ?1, 'phone,email'), (44, 'E', ?1, 'phone,no_such_field')",
             [&hash[..]],
         )
         .unwrap();
         let mut lookup = Lookup::open(&path).unwrap().expect("a stored hash");
         let found = lookup
-            .stored(&[Some("A"), Some("B"), None, Some("C")])
+            .stored(&[Some("A"), Some("B"), None, Some("C"), Some("D"), Some("E")])
             .unwrap();
-        assert_eq!(found, vec![Some((hash, 41)), None, None, None]);
+        let phone_and_email = Recheck::parse("email,phone").unwrap();
+        assert!(phone_and_email.contains(IDS.phone) && phone_and_email.contains(IDS.email));
+        assert_eq!(
+            found,
+            vec![
+                Some((hash, 41, Recheck::default())),
+                None,
+                None,
+                None,
+                Some((hash, 43, phone_and_email)),
+                // Fields this version does not know: checked in full, as if no hash were stored.
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn only_warnings_of_field_checks_can_be_checked_again() {
+        let warn = |code, field: &'static str| Issue::new(code, field, "d");
+        let recheck = Recheck::of_issues(&[
+            warn(Code::Normalized, "phone"),
+            warn(Code::Normalized, "country_of_residence"),
+            // A memo field: checked on every hit anyway.
+            warn(Code::Suspicious, "birth_date"),
+        ])
+        .expect("field warnings only");
+        assert_eq!(
+            recheck.to_text().as_deref(),
+            Some("country_of_residence,phone")
+        );
+        assert!(!recheck.contains(crate::record::fields::id_of("birth_date")));
+        assert!(!recheck.contains(IDS.email));
+        assert_eq!(Recheck::parse(&recheck.to_text().unwrap()), Some(recheck));
+        assert_eq!(Recheck::of_issues(&[]), Some(Recheck::default()));
+        assert_eq!(Recheck::default().to_text(), None);
+        assert!(Recheck::of_issues(&[warn(Code::Suspicious, "birth_date")])
+            .unwrap()
+            .is_empty());
+        for not_a_field_check in [
+            warn(Code::InvalidData, "email"),
+            warn(Code::Superseded, "external_id"),
+            warn(Code::UnknownColumn, "shoe_size"),
+            warn(Code::Normalized, "record"),
+        ] {
+            assert_eq!(Recheck::of_issues(&[not_a_field_check]), None);
+        }
     }
 
     #[test]
@@ -378,7 +506,7 @@ mod tests {
         for n in 0..200u8 {
             let hash = (!n.is_multiple_of(3)).then_some([n; 16]);
             db.execute(
-                "INSERT INTO customers VALUES (?1, ?2, ?3)",
+                "INSERT INTO customers VALUES (?1, ?2, ?3, NULL)",
                 rusqlite::params![
                     i64::from(n) + 1000,
                     format!("K-{n:03}"),
@@ -393,8 +521,11 @@ mod tests {
     fn expected(id: Option<&str>) -> Stored {
         let id = id?;
         let n: u8 = id.strip_prefix("K-")?.parse().ok()?;
-        (format!("K-{n:03}") == id && !n.is_multiple_of(3))
-            .then_some(([n; 16], i64::from(n) + 1000))
+        (format!("K-{n:03}") == id && !n.is_multiple_of(3)).then_some((
+            [n; 16],
+            i64::from(n) + 1000,
+            Recheck::default(),
+        ))
     }
 
     #[test]

@@ -219,14 +219,18 @@ fn check_unkept(
     blank: Checked,
 ) -> Checked {
     let memo_hit = matches!(rec.memo, Memo::Hit(..));
+    let recheck = match rec.memo {
+        Memo::Hit(_, _, recheck) => recheck,
+        _ => memo::Recheck::default(),
+    };
     let mut row = Checked {
         raw_hash: match rec.memo {
-            Memo::Hash(h) | Memo::Hit(h, _) => Some(h),
+            Memo::Hash(h) | Memo::Hit(h, ..) => Some(h),
             Memo::None => None,
         },
         memo_hit,
         memo_customer_id: match rec.memo {
-            Memo::Hit(_, id) => Some(id),
+            Memo::Hit(_, id, _) => Some(id),
             _ => None,
         },
         ..blank
@@ -234,12 +238,21 @@ fn check_unkept(
     let mut meta = serde_json::Map::new();
     match (&rec.body, layout) {
         (RawBody::Fields(fields), Layout::Columns(header)) => {
-            let only = memo_hit.then_some(hit_columns);
+            // Only hits that warned before need a column list of their own.
+            let rechecked;
+            let only = match (memo_hit, recheck.is_empty()) {
+                (false, _) => None,
+                (true, true) => Some(hit_columns),
+                (true, false) => {
+                    rechecked = columns_where(header, |f| hit_checks(f, recheck));
+                    Some(rechecked.as_slice())
+                }
+            };
             if !check_fields(&mut row, fields, header, plan, dates, &mut meta, only) {
                 return row;
             }
             if memo_hit {
-                return finish_memo_hit(row, plan);
+                return finish_memo_hit(row, plan, recheck);
             }
         }
         (RawBody::Json(text), Layout::Keys(keys)) => {
@@ -314,11 +327,24 @@ pub fn external_id_of(
         .unwrap_or_default()
 }
 
-/// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, and
-/// its external_id.
-fn finish_memo_hit(mut row: Checked, plan: &CheckPlan) -> Checked {
-    for (field, constant) in plan.set.iter().filter(|(f, _)| memo::memo_field(*f)) {
+/// Whether a memo hit that warned about the fields of `recheck` before is checked for `field`:
+/// a [`memo::memo_field`], a field that warned, or one the phone's check reads (its region).
+fn hit_checks(field: FieldId, recheck: memo::Recheck) -> bool {
+    memo::memo_field(field)
+        || recheck.contains(field)
+        || (recheck.contains(IDS.phone)
+            && (field == IDS.country_of_residence || field == IDS.citizenship))
+}
+
+/// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, the
+/// phone's check when it warned before (after the columns, as in a full check), and its
+/// external_id.
+fn finish_memo_hit(mut row: Checked, plan: &CheckPlan, recheck: memo::Recheck) -> Checked {
+    for (field, constant) in plan.set.iter().filter(|(f, _)| hit_checks(*f, recheck)) {
         row.customer.fill(*field, constant);
+    }
+    if recheck.contains(IDS.phone) {
+        check_phone(&mut row, &plan.ctx);
     }
     match row.customer.text(IDS.external_id) {
         Some(id) => row.external_id = id.into(),
@@ -902,7 +928,7 @@ mod tests {
         );
         let fields = ["not-an-email", "C-1", "Ann", "2031-02-30"];
         let mut hit = rec(3, &fields);
-        hit.memo = Memo::Hit([7; 16], 42);
+        hit.memo = Memo::Hit([7; 16], 42, memo::Recheck::default());
         let mut records = vec![rec(2, &fields), hit];
         let mut out = Vec::new();
         check_batch(0, &mut records, &layout, &plan, &Decisions::new(), &mut out);
@@ -919,6 +945,146 @@ mod tests {
         assert!(out[1].raw.is_some() && out[0].raw.is_none());
         assert!(matches!(records[0].body, RawBody::Fields(_)));
         assert!(matches!(records[1].body, RawBody::Oversized { .. }));
+    }
+
+    /// Each issue as (code, field, detail).
+    fn issue_texts(row: &Checked) -> Vec<(Code, String, String)> {
+        row.issues
+            .iter()
+            .map(|i| (i.code, i.field.to_string(), i.detail.clone()))
+            .collect()
+    }
+
+    /// A memo hit of a record that warned before carries exactly the issues of a full check of
+    /// it, in the same order: the phone's region read from a country that is itself rewritten,
+    /// from the citizenship, from a `set` constant; warnings on memo fields and on others.
+    #[test]
+    fn a_memo_hit_warns_as_a_full_check_of_its_record_would() {
+        let cols = [
+            "external_id",
+            "first_name",
+            "email",
+            "phone",
+            "country_of_residence",
+            "citizenship",
+            "desk",
+            "preferred_language",
+            "timezone",
+        ];
+        let records: &[[&str; 9]] = &[
+            ["C-1", "Ann", "a@x.com", "030 901820", "DE", "", "", "", ""],
+            [
+                "C-2",
+                "Bo",
+                "b@x.com",
+                "030 901820",
+                "Germany",
+                "",
+                "",
+                "",
+                "",
+            ],
+            [
+                "C-3",
+                "Cy",
+                "c@x.com",
+                "020 7946 0018",
+                "",
+                "GBR",
+                "",
+                "",
+                "",
+            ],
+            [
+                "C-4",
+                "Di",
+                "d@x.com",
+                "+1 212 155 0000",
+                "US",
+                "",
+                "",
+                "",
+                "",
+            ],
+            [
+                "C-5",
+                " Ed ",
+                "e@x.com",
+                "+442079460018",
+                "",
+                "",
+                "desk_a",
+                "German",
+                "europe/berlin",
+            ],
+            [
+                "C-6",
+                "Flo",
+                "f@x.com",
+                "+442079460018",
+                "GB",
+                "GB",
+                "",
+                "en",
+                "",
+            ],
+            ["C-7", "Gus", "g@x.com", "06 3545184", "", "", "", "", ""],
+        ];
+        let configs = [
+            "[pipelines.p]\n",
+            "[pipelines.p]\n[pipelines.p.set]\ncountry_of_residence = \"IT\"\n",
+        ];
+        let dates = Decisions::new();
+        let mut rechecked = 0;
+        for config in configs {
+            let (plan, layout) = plan_and_header(config, &cols);
+            for (i, fields) in records.iter().enumerate() {
+                let mut full = rec(i as u64 + 2, fields);
+                full.memo = Memo::Hash([1; 16]);
+                let full = check_record(0, &full, &layout, &plan, &dates);
+                let Some(recheck) = memo::Recheck::of_issues(&full.issues) else {
+                    continue;
+                };
+                rechecked += usize::from(!recheck.is_empty());
+                let mut hit = rec(i as u64 + 2, fields);
+                hit.memo = Memo::Hit([1; 16], 7, recheck);
+                let hit = check_record(0, &hit, &layout, &plan, &dates);
+                assert!(hit.memo_hit, "{config} {fields:?}");
+                assert_eq!(
+                    issue_texts(&hit),
+                    issue_texts(&full),
+                    "{config} {fields:?} rechecking {:?}",
+                    recheck.to_text()
+                );
+            }
+        }
+        assert!(
+            rechecked >= 10,
+            "{rechecked} records warned outside the memo fields"
+        );
+    }
+
+    /// A hit checks the fields that warned before, not the others: a bad email that was good
+    /// when the hash was stored is not seen (the writer's confirmation of the hash covers it).
+    #[test]
+    fn a_memo_hit_checks_only_the_fields_that_warned() {
+        let (plan, layout) = plan_and_header(
+            "[pipelines.p]\n",
+            &["external_id", "email", "phone", "country_of_residence"],
+        );
+        let recheck = memo::Recheck::parse("phone").unwrap();
+        let mut hit = rec(2, &["C-1", "not-an-email", "030 901820", "DE"]);
+        hit.memo = Memo::Hit([1; 16], 7, recheck);
+        let row = check_record(0, &hit, &layout, &plan, &Decisions::new());
+        assert_eq!(
+            issue_texts(&row)
+                .iter()
+                .map(|(c, f, _)| (*c, f.as_str()))
+                .collect::<Vec<_>>(),
+            [(Code::Normalized, "phone")]
+        );
+        assert_eq!(row.customer.text(IDS.phone), Some("+4930901820"));
+        assert_eq!(row.customer.text(IDS.email), None);
     }
 
     #[test]

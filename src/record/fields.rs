@@ -194,6 +194,7 @@ pub const WRITER_COLUMNS: &[&str] = &[
     "email_key",
     "row_hash",
     "raw_hash",
+    "raw_recheck",
 ];
 
 /// The database column holding a field (only `password` differs: it is stored as a hash).

@@ -29,6 +29,7 @@ use super::resolve::{
 use super::retry::refused_text;
 use super::upsert::{segments, RowOutcome, RunState, WriteOptions};
 use super::{quoted_column, Conn, Store};
+use crate::check::memo::Recheck;
 use crate::check::Checked;
 use crate::record::fields::{ids::IDS, FieldDef, FieldId, FIELDS};
 use crate::record::{Slot, Value};
@@ -130,7 +131,8 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
         "external_id".to_owned(),
         "customer_id".to_owned(),
         values.join(", "),
-        "created_time, updated_time, created_by, updated_by, email_key, row_hash, raw_hash"
+        "created_time, updated_time, created_by, updated_by, email_key, row_hash, raw_hash, \
+         raw_recheck"
             .to_owned(),
     ]
     .join(", ");
@@ -141,7 +143,16 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
         let mut sets: Vec<String> = value_fields()
             .filter(|&f| with_email || f != IDS.email)
             .map(|f| quoted_column(&FIELDS[f]))
-            .chain(["updated_time", "updated_by", "row_hash", "raw_hash"].map(String::from))
+            .chain(
+                [
+                    "updated_time",
+                    "updated_by",
+                    "row_hash",
+                    "raw_hash",
+                    "raw_recheck",
+                ]
+                .map(String::from),
+            )
             .collect();
         if with_email {
             sets.push("email_key".into());
@@ -165,7 +176,7 @@ static SQL: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
         insert: format!(
             "INSERT INTO customers ({insert_columns}) VALUES ({}) \
              ON CONFLICT (external_id) DO NOTHING",
-            params(1, 2 + values.len() + 7)
+            params(1, 2 + values.len() + 8)
         ),
         update: update(false),
         update_email: update(true),
@@ -302,7 +313,8 @@ impl<'c, 'o> RowWriter<'c, 'o> {
                  WHERE customer_id = ?1",
             ),
             refresh: Lazy::new(
-                "UPDATE customers SET raw_hash = ?1, row_hash = ?2 WHERE customer_id = ?3",
+                "UPDATE customers SET raw_hash = ?1, raw_recheck = ?2, row_hash = ?3 \
+                 WHERE customer_id = ?4",
             ),
             full: Lazy::new(&sql.full),
             password: Lazy::new("SELECT password_hash FROM customers WHERE external_id = ?1"),
@@ -587,16 +599,19 @@ impl<'c, 'o> RowWriter<'c, 'o> {
         customer_id: i64,
         hash: &RowHash,
     ) -> anyhow::Result<()> {
-        let Some(raw_hash) = memo_hash(row) else {
+        let Some(memo) = memo_hash(row) else {
             return Ok(());
         };
-        if self.opts.dry_run || probe.raw_hash == Some(raw_hash) {
+        // The same record hash under the same fingerprint gives the same warnings, so the
+        // same fields to check again: nothing to refresh.
+        if self.opts.dry_run || probe.raw_hash == Some(memo.hash) {
             return Ok(());
         }
         let st = self.refresh.get(self.db)?;
-        st.raw_bind_parameter(1, &raw_hash[..])?;
-        st.raw_bind_parameter(2, &hash[..])?;
-        st.raw_bind_parameter(3, customer_id)?;
+        st.raw_bind_parameter(1, &memo.hash[..])?;
+        st.raw_bind_parameter(2, memo.recheck.as_deref())?;
+        st.raw_bind_parameter(3, &hash[..])?;
+        st.raw_bind_parameter(4, customer_id)?;
         st.raw_execute()?;
         Ok(())
     }
@@ -800,7 +815,8 @@ impl<'c, 'o> RowWriter<'c, 'o> {
             b.opt_int(n + 3, opts.manager_id)?;
             b.opt_text(n + 4, email_key)?;
             b.blob(n + 5, &hash[..])?;
-            b.opt_blob(n + 6, memo.as_ref().map(|h| &h[..]))
+            b.opt_blob(n + 6, memo.as_ref().map(|m| &m.hash[..]))?;
+            b.opt_text(n + 7, memo.as_ref().and_then(|m| m.recheck.as_deref()))
         })?;
         if changed == 0 {
             // ON CONFLICT (external_id) DO NOTHING: the customer is stored already.
@@ -838,8 +854,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
                 b.int(n, opts.now)?;
                 b.opt_int(n + 1, opts.manager_id)?;
                 b.blob(n + 2, &hash[..])?;
-                b.opt_blob(n + 3, memo.as_ref().map(|h| &h[..]))?;
-                n += 4;
+                b.opt_blob(n + 3, memo.as_ref().map(|m| &m.hash[..]))?;
+                b.opt_text(n + 4, memo.as_ref().and_then(|m| m.recheck.as_deref()))?;
+                n += 5;
                 if let Some(key) = &email_key {
                     b.opt_text(n, key.as_deref())?;
                     n += 1;
@@ -912,10 +929,23 @@ fn query_text(st: &mut Statement<'_>, key: &str) -> rusqlite::Result<Option<Stri
     }
 }
 
-/// The record hash to store with a row: only for a record without any error or warning, whose
-/// checks a later run may skip (see [`crate::check::memo`]).
-fn memo_hash(row: &Checked) -> Option<RowHash> {
-    row.raw_hash.filter(|_| row.issues.is_empty())
+/// What a row stores for a later run of the same record (see [`crate::check::memo`]).
+struct MemoColumns {
+    /// `raw_hash`: the record's hash.
+    hash: RowHash,
+    /// `raw_recheck`: the fields a hit checks again ([`Recheck::to_text`]), if any.
+    recheck: Option<String>,
+}
+
+/// The memo columns to store with a row: only for a record without an error, and whose warnings
+/// (if any) the checks of its fields re-create, so that a later run may skip the other checks.
+fn memo_hash(row: &Checked) -> Option<MemoColumns> {
+    let hash = row.raw_hash?;
+    let recheck = Recheck::of_issues(&row.issues)?;
+    Some(MemoColumns {
+        hash,
+        recheck: recheck.to_text(),
+    })
 }
 
 /// A stored content hash, `None` when absent or not 16 bytes.

@@ -202,7 +202,7 @@ fn migrate_runs_and_pipelines_subcommands() {
     let env = TestEnv::with_shipped_config();
     let run = env.run(&["migrate"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("schema version 4"), "{}", run.stdout);
+    assert!(run.stdout.contains("schema version 5"), "{}", run.stdout);
     let run = env.run(&["pipelines"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(

@@ -41,21 +41,40 @@ fn run(env: &TestEnv, input: &str, report: &str, extra: &[&str]) -> serde_json::
     env.report(report)
 }
 
-/// Only records without an error, a warning or a password keep a hash; a re-run of the same file
-/// reports what the first run's checks said, row for row.
-fn records_with_warnings_or_passwords_are_never_memoized() {
+/// Only records without an error or a password keep a hash. A record whose fields' checks
+/// warned keeps one on SQLite (with the fields to check again, `raw_recheck`), and a re-run of
+/// the same file reports what the first run's checks said, row for row.
+fn records_with_errors_or_passwords_are_never_memoized() {
     let env = TestEnv::with_config(CONFIG);
     env.load_reference();
     let input = file(&env, "in.csv", "");
     let first = run(&env, &input, "1.json", &[]);
     assert_eq!(ids(&first, "added"), ["M-1", "M-2", "M-3", "M-4"]);
+    // Only SQLite runs skip checks, so only the SQLite writer stores the warned fields.
+    let sqlite = crate::util::backend() == crate::util::Backend::Sqlite;
     assert_eq!(
         raw_hashes(&env),
         [
             ("M-1".to_owned(), true),
-            ("M-2".to_owned(), false),
+            ("M-2".to_owned(), sqlite),
             ("M-3".to_owned(), false),
             ("M-4".to_owned(), true)
+        ]
+    );
+    let rechecks = env.query("SELECT external_id, raw_recheck FROM customers ORDER BY 1");
+    let rechecks: Vec<_> = rechecks.iter().map(|r| r["raw_recheck"].clone()).collect();
+    let phone = if sqlite {
+        serde_json::json!("phone")
+    } else {
+        serde_json::Value::Null
+    };
+    assert_eq!(
+        rechecks,
+        [
+            serde_json::Value::Null,
+            phone,
+            serde_json::Value::Null,
+            serde_json::Value::Null
         ]
     );
     let before = env.query("SELECT * FROM customers ORDER BY customer_id");
@@ -72,6 +91,56 @@ fn records_with_warnings_or_passwords_are_never_memoized() {
     assert_eq!(
         env.query("SELECT * FROM customers ORDER BY customer_id"),
         before
+    );
+}
+
+/// A file whose every row warns, as legacy exports do (phones in national form, countries by
+/// name), is checked in full once: the next run reads the same warnings from the fields that
+/// gave them, and a row changed since is checked in full again.
+fn rows_that_warned_are_checked_again_only_for_the_fields_that_warned() {
+    let env = TestEnv::with_config(CONFIG);
+    let header = "external_id,first_name,email,phone,country_of_residence,citizenship\n";
+    let rows = "W-1, Ann ,ann@x.com,030 901820,Germany,\n\
+                W-2,Bo,bo@x.com,020 7946 0018,,GBR\n\
+                W-3,Cy,cy@x.com,+1 212 155 0000,US,\n";
+    let input = env.write("in.csv", format!("{header}{rows}"));
+    let first = run(&env, &input, "1.json", &[]);
+    assert_eq!(first["summary"]["with_warnings"], 3, "{}", first["summary"]);
+    let again = run(&env, &input, "2.json", &[]);
+    assert_eq!(again["summary"]["unchanged"], 3, "{}", again["summary"]);
+    assert_eq!(
+        again["detail"], first["detail"],
+        "the same warnings, row for row"
+    );
+    if crate::util::backend() == crate::util::Backend::Sqlite {
+        let stored = env.query("SELECT raw_recheck FROM customers ORDER BY external_id");
+        let stored: Vec<_> = stored.iter().map(|r| r["raw_recheck"].clone()).collect();
+        assert_eq!(
+            stored,
+            [
+                serde_json::json!("first_name,country_of_residence,phone"),
+                serde_json::json!("citizenship,phone"),
+                serde_json::json!("phone")
+            ]
+        );
+    }
+    // W-2 moves to Ireland: a new record, checked in full (its phone is now doubtful there).
+    let moved = env.write(
+        "moved.csv",
+        format!("{header}{}", rows.replace(",,GBR", ",IE,GBR")),
+    );
+    let third = run(&env, &moved, "3.json", &[]);
+    assert_eq!(ids(&third, "updated"), ["W-2"], "{third}");
+    let w2: Vec<_> = warnings(&third)
+        .into_iter()
+        .filter(|(_, id, _, _)| id == "W-2")
+        .collect();
+    assert_eq!(
+        w2,
+        vec![
+            issue(3, "W-2", "NORMALIZED", "citizenship"),
+            issue(3, "W-2", "SUSPICIOUS", "phone")
+        ]
     );
 }
 
@@ -182,7 +251,8 @@ fn a_superseded_row_does_not_touch_a_stored_record() {
 }
 
 crate::on_both_backends!(
-    records_with_warnings_or_passwords_are_never_memoized,
+    records_with_errors_or_passwords_are_never_memoized,
+    rows_that_warned_are_checked_again_only_for_the_fields_that_warned,
     reference_data_and_repeats_still_apply_to_unchanged_records,
     an_outside_update_forgets_the_hashes,
     another_pipeline_checks_in_full_and_refreshes_the_hashes,

@@ -373,6 +373,7 @@ fn customer_data(env: &TestEnv) -> Vec<serde_json::Value> {
             if let Some(o) = row.as_object_mut() {
                 o.remove("row_hash");
                 o.remove("raw_hash");
+                o.remove("raw_recheck");
             }
             row
         })
