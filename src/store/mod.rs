@@ -415,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let mut store = Store::open(&url).await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 4);
+        assert_eq!(store.schema_version().await.unwrap(), 5);
         let sql = "SELECT name FROM pragma_table_info('customers') ORDER BY cid";
         let columns: Vec<String> =
             with_conn!(store, c => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap());
@@ -447,7 +447,7 @@ mod tests {
         };
         let mut store = Store::open(&url).await.unwrap();
         assert_eq!(store.backend(), Backend::Postgres);
-        assert_eq!(store.schema_version().await.unwrap(), 4);
+        assert_eq!(store.schema_version().await.unwrap(), 5);
         let sql = "SELECT column_name::text FROM information_schema.columns \
                    WHERE table_name = 'customers' AND table_schema = current_schema() \
                    ORDER BY ordinal_position";
@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(columns, expected_columns());
         // Opening again finds the schema up to date.
         let mut again = Store::open(&url).await.unwrap();
-        assert_eq!(again.schema_version().await.unwrap(), 4);
+        assert_eq!(again.schema_version().await.unwrap(), 5);
         drop((store, again));
         testdb::drop_schema(&url).await;
     }
