@@ -76,7 +76,7 @@ impl Recheck {
             }
             let field = crate::record::fields::field_id(&issue.field)?;
             if !memo_field(field) {
-                set.0 |= 1 << field;
+                set.0 |= 1u128 << field;
             }
         }
         Some(set)
@@ -84,7 +84,7 @@ impl Recheck {
 
     /// Whether `field` is checked again.
     pub fn contains(self, field: FieldId) -> bool {
-        self.0 & (1 << field) != 0
+        self.0 & (1u128 << field) != 0
     }
 
     /// Whether no field is (the record gave no warning outside the memo fields).
@@ -105,7 +105,7 @@ impl Recheck {
     pub fn parse(text: &str) -> Option<Recheck> {
         let mut set = Recheck::default();
         for name in text.split(',').filter(|n| !n.is_empty()) {
-            set.0 |= 1 << crate::record::fields::field_id(name)?;
+            set.0 |= 1u128 << crate::record::fields::field_id(name)?;
         }
         Some(set)
     }
@@ -455,6 +455,13 @@ mod tests {
         assert!(!recheck.contains(crate::record::fields::id_of("birth_date")));
         assert!(!recheck.contains(IDS.email));
         assert_eq!(Recheck::parse(&recheck.to_text().unwrap()), Some(recheck));
+        // The last fields of the table, far past the bits of a 32-bit integer.
+        let far = Recheck::parse("meta_json,password").unwrap();
+        assert!(crate::record::fields::id_of("password") >= 60);
+        assert!(far.contains(crate::record::fields::id_of("password")));
+        assert!(far.contains(crate::record::fields::id_of("meta_json")));
+        assert!(!far.contains(IDS.phone));
+        assert_eq!(far.to_text().as_deref(), Some("meta_json,password"));
         assert_eq!(Recheck::of_issues(&[]), Some(Recheck::default()));
         assert_eq!(Recheck::default().to_text(), None);
         assert!(Recheck::of_issues(&[warn(Code::Suspicious, "birth_date")])
