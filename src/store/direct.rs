@@ -590,8 +590,9 @@ impl<'c, 'o> RowWriter<'c, 'o> {
 
     /// Stores the hashes of an unchanged row whose record the customer does not have yet (a
     /// first run under this custload version or pipeline, or a record formatted differently),
-    /// so that the next run of the same record skips its checks. Only the two hash columns
-    /// change: the customer's data and `updated_time` stay as they are. Nothing in a dry run.
+    /// so that the next run of the same record skips its checks. Only the two hash columns and
+    /// `raw_recheck` change: the customer's data and `updated_time` stay as they are. Nothing in
+    /// a dry run.
     fn refresh_memo(
         &mut self,
         row: &Checked,
