@@ -26,7 +26,7 @@ use super::CheckPlan;
 use crate::input::header::{ColumnUse, HeaderMap};
 use crate::input::Memo;
 use crate::record::dates;
-use crate::record::fields::{ids::IDS, FieldId, Kind, FIELDS};
+use crate::record::fields::{field_id, ids::IDS, FieldId, Kind, FIELDS};
 use crate::record::hash::RowHash;
 use anyhow::Context;
 use std::path::Path;
@@ -74,7 +74,7 @@ impl Recheck {
             if !matches!(issue.code, Code::Normalized | Code::Suspicious) {
                 return None;
             }
-            let field = crate::record::fields::field_id(&issue.field)?;
+            let field = field_id(&issue.field)?;
             if !memo_field(field) {
                 set.0 |= 1u128 << field;
             }
@@ -105,7 +105,7 @@ impl Recheck {
     pub fn parse(text: &str) -> Option<Recheck> {
         let mut set = Recheck::default();
         for name in text.split(',').filter(|n| !n.is_empty()) {
-            set.0 |= 1u128 << crate::record::fields::field_id(name)?;
+            set.0 |= 1u128 << field_id(name)?;
         }
         Some(set)
     }

@@ -332,8 +332,7 @@ pub fn external_id_of(
 fn hit_checks(field: FieldId, recheck: memo::Recheck) -> bool {
     memo::memo_field(field)
         || recheck.contains(field)
-        || (recheck.contains(IDS.phone)
-            && (field == IDS.country_of_residence || field == IDS.citizenship))
+        || (recheck.contains(IDS.phone) && phone_region_fields().contains(&field))
 }
 
 /// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, the
@@ -765,16 +764,21 @@ fn unknown_value(
     }
 }
 
-/// Normalizes the phone to E.164 using the row's country (residence, else citizenship) for
-/// national numbers; a number that is not valid anywhere is kept with a `SUSPICIOUS` warning.
+/// The fields a phone's region is read from, first found first: the country of residence,
+/// else the citizenship. A memo hit whose phone warned checks them again too.
+fn phone_region_fields() -> [FieldId; 2] {
+    [IDS.country_of_residence, IDS.citizenship]
+}
+
+/// Normalizes the phone to E.164 using the row's country ([`phone_region_fields`]) for national
+/// numbers; a number that is not valid anywhere is kept with a `SUSPICIOUS` warning.
 fn check_phone(row: &mut Checked, ctx: &RuleContext) {
     let Some(phone) = row.customer.text(IDS.phone) else {
         return;
     };
-    let region = row
-        .customer
-        .text(IDS.country_of_residence)
-        .or_else(|| row.customer.text(IDS.citizenship));
+    let region = phone_region_fields()
+        .into_iter()
+        .find_map(|f| row.customer.text(f));
     let def = &FIELDS[IDS.phone];
     match rules::check_phone(phone, region) {
         rules::PhoneVerdict::Valid => {}
