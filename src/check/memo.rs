@@ -11,11 +11,12 @@
 //! one of its external_id ([`Lookup`]) is a [`Memo::Hit`]: the check stage runs only what can
 //! have changed since ([`memo_field`]: the external_id and explicit id, the brand, desk and
 //! statuses that today's reference data judges, the birth date whose age keeps growing) and the
-//! checks that warned before, which warn again, and the writer confirms the stored hash before
-//! it calls the row unchanged, or checks the record in full after all. (The writer skips that
-//! read while no other connection has committed since the lookups began: see
-//! `store::direct::RowWriter::confirm_memo`.) Legacy exports are messy: a file whose every phone
-//! is written in national form warns on every row, and is still checked only once.
+//! checks that warned before, which warn again (a phone rewritten to E.164 takes that form from
+//! the stored customer instead of being parsed again), and the writer confirms the stored hash
+//! before it calls the row unchanged, or checks the record in full after all. (The writer skips
+//! that read while no other connection has committed since the lookups began: see
+//! `store::direct::RowWriter::confirm_memo`.) Legacy exports are messy: a file whose every
+//! phone is written in national form warns on every row, and is still checked only once.
 //!
 //! Never memoized: records with a password (a fast hash of a clear password must not be
 //! stored), JSON records, inputs with `date_format = "auto"` columns (decided per file), and
@@ -108,6 +109,43 @@ impl Recheck {
             set.0 |= 1u128 << field_id(name)?;
         }
         Some(set)
+    }
+}
+
+/// What a [`Memo::Hit`] knows of the stored customer whose memo hash is its record's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// The memo hash, the record's and the stored customer's.
+    pub hash: RowHash,
+    /// The stored customer's id.
+    pub customer_id: i64,
+    /// The fields whose checks warned when the record was stored.
+    pub recheck: Recheck,
+    /// The stored phone, when the phone warned and the phone is stored in E.164 form: the form
+    /// the phone's check gave the same bytes then, and gives them again (see
+    /// `check::finish_memo_hit`).
+    pub phone: Option<E164>,
+}
+
+/// A phone number in E.164 form: `+` and at most 15 digits, the first not 0. Held as the
+/// number its digits spell, so that a [`Hit`] stays a small value that copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct E164(u64);
+
+impl E164 {
+    /// Reads `text` if it is in E.164 form.
+    pub fn parse(text: &str) -> Option<E164> {
+        let digits = text.strip_prefix('+')?;
+        let well_formed = (1..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        // 15 digits fit a u64; with no leading 0 the number gives the same digits back.
+        well_formed.then(|| E164(digits.parse().expect("at most 15 digits")))
+    }
+
+    /// The E.164 text.
+    pub fn to_text(self) -> String {
+        format!("+{}", self.0)
     }
 }
 
@@ -241,9 +279,9 @@ impl Lookup {
     }
 }
 
-/// What [`Lookup::stored`] finds for an external_id: its stored memo hash, customer_id and the
-/// fields a hit is checked for again.
-pub type Stored = Option<(RowHash, i64, Recheck)>;
+/// What [`Lookup::stored`] finds for an external_id: its stored memo hash, customer_id, the
+/// fields a hit is checked for again and, when the phone is one of them, the stored phone.
+pub type Stored = Option<Hit>;
 
 /// The first and last external_id of a chunk whose ids ascend strictly (in SQLite's `BINARY`
 /// order, which is byte order), as exports sorted by id do; `None` otherwise.
@@ -260,8 +298,8 @@ fn ascending_range<'a>(external_ids: &[Option<&'a str>]) -> Option<(&'a str, &'a
     (first != last).then_some((first, last))
 }
 
-/// A stored row's memo hash, customer_id and fields to check again (the three columns from
-/// `hash_column` on), when its hash is set and its fields are known.
+/// A stored row's memo hash, customer_id, fields to check again and phone (the four columns
+/// from `hash_column` on), when its hash is set and its fields are known.
 fn stored_of(r: &rusqlite::Row<'_>, hash_column: usize) -> rusqlite::Result<Stored> {
     use rusqlite::types::ValueRef;
     let ValueRef::Blob(b) = r.get_ref(hash_column)? else {
@@ -278,7 +316,20 @@ fn stored_of(r: &rusqlite::Row<'_>, hash_column: usize) -> rusqlite::Result<Stor
     let Some(recheck) = recheck else {
         return Ok(None);
     };
-    Ok(Some((hash, r.get(hash_column + 1)?, recheck)))
+    // Read only for the hits that need it: most rows warned about no phone.
+    let phone = match recheck.contains(IDS.phone) {
+        true => match r.get_ref(hash_column + 3)? {
+            ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(E164::parse),
+            _ => None,
+        },
+        false => None,
+    };
+    Ok(Some(Hit {
+        hash,
+        customer_id: r.get(hash_column + 1)?,
+        recheck,
+        phone,
+    }))
 }
 
 /// Ascending ids: one walk of the index over their range, merged with the chunk, instead of a
@@ -293,7 +344,7 @@ fn scan_range(
     let limit = external_ids.len() * 2 + 16;
     let mut st = tx
         .prepare_cached(
-            "SELECT external_id, raw_hash, customer_id, raw_recheck FROM customers \
+            "SELECT external_id, raw_hash, customer_id, raw_recheck, phone FROM customers \
              WHERE external_id BETWEEN ?1 AND ?2 ORDER BY external_id LIMIT ?3",
         )
         .context("cannot read stored records")?;
@@ -332,7 +383,8 @@ fn seek_each(
     let mut out = Vec::with_capacity(external_ids.len());
     let mut st = tx
         .prepare_cached(
-            "SELECT raw_hash, customer_id, raw_recheck FROM customers WHERE external_id = ?1",
+            "SELECT raw_hash, customer_id, raw_recheck, phone FROM customers \
+             WHERE external_id = ?1",
         )
         .context("cannot read stored records")?;
     for id in external_ids {
@@ -382,9 +434,9 @@ pub fn mark(
         .collect();
     let stored = lookup.stored(&ids)?;
     for (rec, stored) in records.iter_mut().zip(stored) {
-        if let (Memo::Hash(h), Some((s, customer_id, recheck))) = (rec.memo, stored) {
-            if h == s {
-                rec.memo = Memo::Hit(h, customer_id, recheck);
+        if let (Memo::Hash(h), Some(hit)) = (rec.memo, stored) {
+            if h == hit.hash {
+                rec.memo = Memo::Hit(hit);
             }
         }
     }
@@ -400,7 +452,7 @@ mod tests {
         let db = rusqlite::Connection::open(path).unwrap();
         db.execute_batch(
             "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, \
-             external_id TEXT NOT NULL UNIQUE, raw_hash BLOB, raw_recheck TEXT);",
+             external_id TEXT NOT NULL UNIQUE, raw_hash BLOB, raw_recheck TEXT, phone TEXT);",
         )
         .unwrap();
         db
@@ -413,29 +465,64 @@ mod tests {
         let db = customers_table(&path);
         let hash: RowHash = [7; 16];
         db.execute(
-            "INSERT INTO customers VALUES (41, 'A', ?1, NULL), (42, 'B', NULL, NULL), \
-             (43, 'D', ?1, 'phone,email'), (44, 'E', ?1, 'phone,no_such_field')",
+            "INSERT INTO customers VALUES (41, 'A', ?1, NULL, '+4930901820'), \
+             (42, 'B', NULL, NULL, NULL), (43, 'D', ?1, 'phone,email', '+4930901820'), \
+             (44, 'E', ?1, 'phone,no_such_field', '+4930901820'), \
+             (45, 'F', ?1, 'email', '+4930901820'), (46, 'G', ?1, 'phone', '030 901820')",
             [&hash[..]],
         )
         .unwrap();
         let mut lookup = Lookup::open(&path).unwrap().expect("a stored hash");
-        let found = lookup
-            .stored(&[Some("A"), Some("B"), None, Some("C"), Some("D"), Some("E")])
-            .unwrap();
+        let ids =
+            ["A", "B", "", "C", "D", "E", "F", "G"].map(|id| Some(id).filter(|s| !s.is_empty()));
+        let found = lookup.stored(&ids).unwrap();
         let phone_and_email = Recheck::parse("email,phone").unwrap();
         assert!(phone_and_email.contains(IDS.phone) && phone_and_email.contains(IDS.email));
+        let hit = |customer_id, recheck: &str, phone: Option<&str>| {
+            Some(Hit {
+                hash,
+                customer_id,
+                recheck: Recheck::parse(recheck).unwrap(),
+                phone: phone.and_then(E164::parse),
+            })
+        };
         assert_eq!(
             found,
             vec![
-                Some((hash, 41, Recheck::default())),
+                // No field warned: the phone is not read.
+                hit(41, "", None),
                 None,
                 None,
                 None,
-                Some((hash, 43, phone_and_email)),
+                hit(43, "email,phone", Some("+4930901820")),
                 // Fields this version does not know: checked in full, as if no hash were stored.
-                None
+                None,
+                hit(45, "email", None),
+                // A phone kept as given: nothing to take from it.
+                hit(46, "phone", None),
             ]
         );
+    }
+
+    #[test]
+    fn e164_phones_are_read_back_as_written() {
+        for text in ["+4930901820", "+1", "+999999999999999", "+12125550000"] {
+            assert_eq!(E164::parse(text).map(E164::to_text).as_deref(), Some(text));
+        }
+        for not_e164 in [
+            "",
+            "+",
+            "4930901820",
+            "+04930901820",
+            "+1234567890123456",
+            "+49 30 901820",
+            "+4930901820x1",
+            "++4930901820",
+            "+-1",
+            "+١٢٣",
+        ] {
+            assert_eq!(E164::parse(not_e164), None, "{not_e164:?}");
+        }
     }
 
     #[test]
@@ -513,7 +600,7 @@ mod tests {
         for n in 0..200u8 {
             let hash = (!n.is_multiple_of(3)).then_some([n; 16]);
             db.execute(
-                "INSERT INTO customers VALUES (?1, ?2, ?3, NULL)",
+                "INSERT INTO customers VALUES (?1, ?2, ?3, NULL, NULL)",
                 rusqlite::params![
                     i64::from(n) + 1000,
                     format!("K-{n:03}"),
@@ -528,11 +615,12 @@ mod tests {
     fn expected(id: Option<&str>) -> Stored {
         let id = id?;
         let n: u8 = id.strip_prefix("K-")?.parse().ok()?;
-        (format!("K-{n:03}") == id && !n.is_multiple_of(3)).then_some((
-            [n; 16],
-            i64::from(n) + 1000,
-            Recheck::default(),
-        ))
+        (format!("K-{n:03}") == id && !n.is_multiple_of(3)).then_some(Hit {
+            hash: [n; 16],
+            customer_id: i64::from(n) + 1000,
+            recheck: Recheck::default(),
+            phone: None,
+        })
     }
 
     #[test]

@@ -218,21 +218,20 @@ fn check_unkept(
     hit_columns: &[usize],
     blank: Checked,
 ) -> Checked {
-    let memo_hit = matches!(rec.memo, Memo::Hit(..));
-    let recheck = match rec.memo {
-        Memo::Hit(_, _, recheck) => recheck,
-        _ => memo::Recheck::default(),
+    let hit = match rec.memo {
+        Memo::Hit(hit) => Some(hit),
+        _ => None,
     };
+    let memo_hit = hit.is_some();
+    let recheck = hit.map(|h| h.recheck).unwrap_or_default();
     let mut row = Checked {
         raw_hash: match rec.memo {
-            Memo::Hash(h) | Memo::Hit(h, ..) => Some(h),
+            Memo::Hash(h) => Some(h),
+            Memo::Hit(hit) => Some(hit.hash),
             Memo::None => None,
         },
         memo_hit,
-        memo_customer_id: match rec.memo {
-            Memo::Hit(_, id, _) => Some(id),
-            _ => None,
-        },
+        memo_customer_id: hit.map(|h| h.customer_id),
         ..blank
     };
     let mut meta = serde_json::Map::new();
@@ -251,8 +250,8 @@ fn check_unkept(
             if !check_fields(&mut row, fields, header, plan, dates, &mut meta, only) {
                 return row;
             }
-            if memo_hit {
-                return finish_memo_hit(row, plan, recheck);
+            if let Some(hit) = hit {
+                return finish_memo_hit(row, plan, hit);
             }
         }
         (RawBody::Json(text), Layout::Keys(keys)) => {
@@ -338,12 +337,24 @@ fn hit_checks(field: FieldId, recheck: memo::Recheck) -> bool {
 /// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, the
 /// phone's check when it warned before (after the columns, as in a full check), and its
 /// external_id.
-fn finish_memo_hit(mut row: Checked, plan: &CheckPlan, recheck: memo::Recheck) -> Checked {
+fn finish_memo_hit(mut row: Checked, plan: &CheckPlan, hit: memo::Hit) -> Checked {
+    let recheck = hit.recheck;
     for (field, constant) in plan.set.iter().filter(|(f, _)| hit_checks(*f, recheck)) {
         row.customer.fill(*field, constant);
     }
     if recheck.contains(IDS.phone) {
-        check_phone(&mut row, &plan.ctx);
+        // A stored phone other than the record's is the E.164 form the phone's check gave these
+        // bytes under this fingerprint, and would give again: its warning is written from it,
+        // without the library's parse and validation (about 10k instructions a phone). A stored
+        // phone equal to the record's was kept as given (doubtful) or warned for another reason:
+        // checked again.
+        let stored = hit.phone.map(memo::E164::to_text);
+        match stored {
+            Some(e164) if row.customer.text(IDS.phone).is_some_and(|p| p != e164) => {
+                phone_normalized(&mut row, e164, &plan.ctx);
+            }
+            _ => check_phone(&mut row, &plan.ctx),
+        }
     }
     match row.customer.text(IDS.external_id) {
         Some(id) => row.external_id = id.into(),
@@ -782,19 +793,7 @@ fn check_phone(row: &mut Checked, ctx: &RuleContext) {
     let def = &FIELDS[IDS.phone];
     match rules::check_phone(phone, region) {
         rules::PhoneVerdict::Valid => {}
-        rules::PhoneVerdict::Reformatted(e164) => {
-            row.issues.push(Issue::new(
-                Code::Normalized,
-                "phone",
-                format!(
-                    "phone {} normalized to E.164 {}",
-                    rules::quote(def, phone, ctx),
-                    rules::quote(def, &e164, ctx)
-                ),
-            ));
-            row.customer
-                .set(IDS.phone, Slot::Set(Value::Text(e164.into())));
-        }
+        rules::PhoneVerdict::Reformatted(e164) => phone_normalized(row, e164, ctx),
         rules::PhoneVerdict::Doubtful => row.issues.push(Issue::new(
             Code::Suspicious,
             "phone",
@@ -805,6 +804,23 @@ fn check_phone(row: &mut Checked, ctx: &RuleContext) {
             ),
         )),
     }
+}
+
+/// Replaces the row's phone by its E.164 form, with a `NORMALIZED` warning.
+fn phone_normalized(row: &mut Checked, e164: String, ctx: &RuleContext) {
+    let Some(phone) = row.customer.text(IDS.phone) else {
+        return;
+    };
+    let def = &FIELDS[IDS.phone];
+    let detail = format!(
+        "phone {} normalized to E.164 {}",
+        rules::quote(def, phone, ctx),
+        rules::quote(def, &e164, ctx)
+    );
+    row.issues
+        .push(Issue::new(Code::Normalized, "phone", detail));
+    row.customer
+        .set(IDS.phone, Slot::Set(Value::Text(e164.into())));
 }
 
 /// Adds unmapped columns to `meta_json` without overwriting keys the row already has.
@@ -932,7 +948,12 @@ mod tests {
         );
         let fields = ["not-an-email", "C-1", "Ann", "2031-02-30"];
         let mut hit = rec(3, &fields);
-        hit.memo = Memo::Hit([7; 16], 42, memo::Recheck::default());
+        hit.memo = Memo::Hit(memo::Hit {
+            hash: [7; 16],
+            customer_id: 42,
+            recheck: memo::Recheck::default(),
+            phone: None,
+        });
         let mut records = vec![rec(2, &fields), hit];
         let mut out = Vec::new();
         check_batch(0, &mut records, &layout, &plan, &Decisions::new(), &mut out);
@@ -949,6 +970,16 @@ mod tests {
         assert!(out[1].raw.is_some() && out[0].raw.is_none());
         assert!(matches!(records[0].body, RawBody::Fields(_)));
         assert!(matches!(records[1].body, RawBody::Oversized { .. }));
+    }
+
+    /// A memo hit of customer 7 that checks `recheck` again, with `phone` stored.
+    fn hit_of(recheck: memo::Recheck, phone: Option<memo::E164>) -> Memo {
+        Memo::Hit(memo::Hit {
+            hash: [1; 16],
+            customer_id: 7,
+            recheck,
+            phone,
+        })
     }
 
     /// Each issue as (code, field, detail).
@@ -1039,7 +1070,7 @@ mod tests {
             "[pipelines.p]\n[pipelines.p.set]\ncountry_of_residence = \"IT\"\n",
         ];
         let dates = Decisions::new();
-        let mut rechecked = 0;
+        let (mut rechecked, mut stored_phones) = (0, 0);
         for config in configs {
             let (plan, layout) = plan_and_header(config, &cols);
             for (i, fields) in records.iter().enumerate() {
@@ -1050,22 +1081,35 @@ mod tests {
                     continue;
                 };
                 rechecked += usize::from(!recheck.is_empty());
-                let mut hit = rec(i as u64 + 2, fields);
-                hit.memo = Memo::Hit([1; 16], 7, recheck);
-                let hit = check_record(0, &hit, &layout, &plan, &dates);
-                assert!(hit.memo_hit, "{config} {fields:?}");
-                assert_eq!(
-                    issue_texts(&hit),
-                    issue_texts(&full),
-                    "{config} {fields:?} rechecking {:?}",
-                    recheck.to_text()
-                );
+                // The phone as the writer stored it, when in E.164 form: the lookup reads it.
+                let stored = full
+                    .customer
+                    .text(IDS.phone)
+                    .and_then(memo::E164::parse)
+                    .filter(|_| recheck.contains(IDS.phone));
+                for phone in [None, stored] {
+                    let mut hit = rec(i as u64 + 2, fields);
+                    hit.memo = hit_of(recheck, phone);
+                    let hit = check_record(0, &hit, &layout, &plan, &dates);
+                    assert!(hit.memo_hit, "{config} {fields:?}");
+                    assert_eq!(
+                        issue_texts(&hit),
+                        issue_texts(&full),
+                        "{config} {fields:?} rechecking {:?} with {phone:?} stored",
+                        recheck.to_text()
+                    );
+                    if recheck.contains(IDS.phone) {
+                        assert_eq!(hit.customer.text(IDS.phone), full.customer.text(IDS.phone));
+                    }
+                }
+                stored_phones += usize::from(stored.is_some());
             }
         }
         assert!(
             rechecked >= 10,
             "{rechecked} records warned outside the memo fields"
         );
+        assert!(stored_phones >= 6, "{stored_phones} stored phones");
     }
 
     /// A hit checks the fields that warned before, not the others: a bad email that was good
@@ -1078,7 +1122,7 @@ mod tests {
         );
         let recheck = memo::Recheck::parse("phone").unwrap();
         let mut hit = rec(2, &["C-1", "not-an-email", "030 901820", "DE"]);
-        hit.memo = Memo::Hit([1; 16], 7, recheck);
+        hit.memo = hit_of(recheck, None);
         let row = check_record(0, &hit, &layout, &plan, &Decisions::new());
         assert_eq!(
             issue_texts(&row)
@@ -1089,6 +1133,40 @@ mod tests {
         );
         assert_eq!(row.customer.text(IDS.phone), Some("+4930901820"));
         assert_eq!(row.customer.text(IDS.email), None);
+    }
+
+    /// A hit whose phone was rewritten takes its E.164 form from the stored phone instead of
+    /// parsing the number again; a stored phone equal to the record's (kept as given) does not
+    /// say whether it was doubtful, and the phone is checked again.
+    #[test]
+    fn a_memo_hit_takes_its_phones_e164_form_from_the_stored_customer() {
+        let (plan, layout) = plan_and_header(
+            "[pipelines.p]\n",
+            &["external_id", "phone", "country_of_residence"],
+        );
+        let recheck = memo::Recheck::parse("phone").unwrap();
+        let check = |phone: &str, stored: Option<&str>| {
+            let mut hit = rec(2, &["C-1", phone, "DE"]);
+            hit.memo = hit_of(recheck, stored.and_then(memo::E164::parse));
+            let row = check_record(0, &hit, &layout, &plan, &Decisions::new());
+            let texts: Vec<String> = row.issues.iter().map(|i| i.detail.clone()).collect();
+            (texts, row.customer.text(IDS.phone).map(str::to_owned))
+        };
+        // Not the library's answer (+4930901820): only the stored customer gives this one.
+        assert_eq!(
+            check("030 901820", Some("+4930901821")),
+            (
+                vec!["phone '030 901820' normalized to E.164 '+4930901821'".to_owned()],
+                Some("+4930901821".to_owned())
+            )
+        );
+        // Kept as given: the stored phone is the record's, and the check runs again.
+        let (texts, phone) = check("+4912", Some("+4912"));
+        assert_eq!(phone.as_deref(), Some("+4912"));
+        assert!(
+            texts.len() == 1 && texts[0].contains("does not look like a valid phone number"),
+            "{texts:?}"
+        );
     }
 
     #[test]

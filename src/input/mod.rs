@@ -29,14 +29,10 @@ pub enum Memo {
     None,
     /// The record's hash; no stored customer has it, so its checks run.
     Hash(crate::record::hash::RowHash),
-    /// The record's hash, which the stored customer of its external_id has too, that
-    /// customer's id, and the fields whose checks warned: only the checks that can change since
-    /// then run, and those that warned, and the writer confirms the match.
-    Hit(
-        crate::record::hash::RowHash,
-        i64,
-        crate::check::memo::Recheck,
-    ),
+    /// The record's hash, which the stored customer of its external_id has too, with what is
+    /// known of that customer: only the checks that can change since then run, and those that
+    /// warned, and the writer confirms the match.
+    Hit(crate::check::memo::Hit),
 }
 
 /// The undecoded content of a record.
