@@ -243,7 +243,8 @@ fn check_unkept(
                 (false, _) => None,
                 (true, true) => Some(hit_columns),
                 (true, false) => {
-                    rechecked = columns_where(header, |f| hit_checks(f, recheck));
+                    let fields = hit_fields(recheck);
+                    rechecked = columns_where(header, |f| fields.contains(f));
                     Some(rechecked.as_slice())
                 }
             };
@@ -326,12 +327,15 @@ pub fn external_id_of(
         .unwrap_or_default()
 }
 
-/// Whether a memo hit that warned about the fields of `recheck` before is checked for `field`:
-/// a [`memo::memo_field`], a field that warned, or one the phone's check reads (its region).
-fn hit_checks(field: FieldId, recheck: memo::Recheck) -> bool {
-    memo::memo_field(field)
-        || recheck.contains(field)
-        || (recheck.contains(IDS.phone) && phone_region_fields().contains(&field))
+/// The fields a memo hit that warned about the fields of `recheck` before is checked for: the
+/// [`memo::memo_field`]s, the fields that warned, and those the phone's check reads (its region)
+/// when the phone warned.
+fn hit_fields(recheck: memo::Recheck) -> memo::Recheck {
+    let fields = recheck.with_memo_fields();
+    match recheck.contains(IDS.phone) {
+        true => fields.with(phone_region_fields()),
+        false => fields,
+    }
 }
 
 /// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, the
@@ -339,7 +343,8 @@ fn hit_checks(field: FieldId, recheck: memo::Recheck) -> bool {
 /// external_id.
 fn finish_memo_hit(mut row: Checked, plan: &CheckPlan, hit: memo::Hit) -> Checked {
     let recheck = hit.recheck;
-    for (field, constant) in plan.set.iter().filter(|(f, _)| hit_checks(*f, recheck)) {
+    let fields = hit_fields(recheck);
+    for (field, constant) in plan.set.iter().filter(|(f, _)| fields.contains(*f)) {
         row.customer.fill(*field, constant);
     }
     if recheck.contains(IDS.phone) {
@@ -812,11 +817,14 @@ fn phone_normalized(row: &mut Checked, e164: String, ctx: &RuleContext) {
         return;
     };
     let def = &FIELDS[IDS.phone];
-    let detail = format!(
-        "phone {} normalized to E.164 {}",
-        rules::quote(def, phone, ctx),
-        rules::quote(def, &e164, ctx)
-    );
+    // Joined rather than formatted: a legacy file can give this warning on every row.
+    let detail = [
+        "phone ",
+        &rules::quote(def, phone, ctx),
+        " normalized to E.164 ",
+        &rules::quote(def, &e164, ctx),
+    ]
+    .concat();
     row.issues
         .push(Issue::new(Code::Normalized, "phone", detail));
     row.customer
