@@ -586,9 +586,9 @@ mod tests {
     fn memo_fields_and_more_are_added_to_a_set() {
         let phone = Recheck::parse("phone").unwrap();
         let with_memo = phone.with_memo_fields();
-        for f in 0..FIELDS.len() {
+        for (f, def) in FIELDS.iter().enumerate() {
             let want = memo_field(f) || f == IDS.phone;
-            assert_eq!(with_memo.contains(f), want, "{}", FIELDS[f].name);
+            assert_eq!(with_memo.contains(f), want, "{}", def.name);
         }
         assert_eq!(
             phone.with([IDS.email, IDS.password]),
