@@ -157,8 +157,11 @@ impl E164 {
         let well_formed = (1..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0');
-        // 15 digits fit a u64; with no leading 0 the number gives the same digits back.
-        well_formed.then(|| E164(digits.parse().expect("at most 15 digits")))
+        if !well_formed {
+            return None;
+        }
+        // With no leading 0 the number gives the same digits back.
+        digits.parse().ok().map(E164)
     }
 
     /// The E.164 text.
@@ -335,12 +338,13 @@ fn stored_of(r: &rusqlite::Row<'_>, hash_column: usize) -> rusqlite::Result<Stor
         return Ok(None);
     };
     // Read only for the hits that need it: most rows warned about no phone.
-    let phone = match recheck.contains(IDS.phone) {
-        true => match r.get_ref(hash_column + 3)? {
+    let phone = if recheck.contains(IDS.phone) {
+        match r.get_ref(hash_column + 3)? {
             ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(E164::parse),
             _ => None,
-        },
-        false => None,
+        }
+    } else {
+        None
     };
     Ok(Some(Hit {
         hash,

@@ -332,9 +332,10 @@ pub fn external_id_of(
 /// when the phone warned.
 fn hit_fields(recheck: memo::Recheck) -> memo::Recheck {
     let fields = recheck.with_memo_fields();
-    match recheck.contains(IDS.phone) {
-        true => fields.with(phone_region_fields()),
-        false => fields,
+    if recheck.contains(IDS.phone) {
+        fields.with(phone_region_fields())
+    } else {
+        fields
     }
 }
 
