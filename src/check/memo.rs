@@ -30,6 +30,7 @@ use crate::record::dates;
 use crate::record::fields::{field_id, ids::IDS, FieldId, Kind, FIELDS};
 use crate::record::hash::RowHash;
 use anyhow::Context;
+use compact_str::{CompactString, ToCompactString};
 use std::path::Path;
 use std::sync::LazyLock;
 use xxhash_rust::xxh3::xxh3_128;
@@ -164,9 +165,12 @@ impl E164 {
         digits.parse().ok().map(E164)
     }
 
-    /// The E.164 text.
-    pub fn to_text(self) -> String {
-        format!("+{}", self.0)
+    /// The E.164 text, which fits a `CompactString` inline (at most 16 bytes): a hit whose
+    /// phone warned makes it the row's new value without a heap allocation.
+    pub fn to_text(self) -> CompactString {
+        let mut text = CompactString::const_new("+");
+        text.push_str(&self.0.to_compact_string());
+        text
     }
 }
 

@@ -799,7 +799,7 @@ fn check_phone(row: &mut Checked, ctx: &RuleContext) {
     let def = &FIELDS[IDS.phone];
     match rules::check_phone(phone, region) {
         rules::PhoneVerdict::Valid => {}
-        rules::PhoneVerdict::Reformatted(e164) => phone_normalized(row, e164, ctx),
+        rules::PhoneVerdict::Reformatted(e164) => phone_normalized(row, e164.into(), ctx),
         rules::PhoneVerdict::Doubtful => row.issues.push(Issue::new(
             Code::Suspicious,
             "phone",
@@ -813,7 +813,7 @@ fn check_phone(row: &mut Checked, ctx: &RuleContext) {
 }
 
 /// Replaces the row's phone by its E.164 form, with a `NORMALIZED` warning.
-fn phone_normalized(row: &mut Checked, e164: String, ctx: &RuleContext) {
+fn phone_normalized(row: &mut Checked, e164: CompactString, ctx: &RuleContext) {
     let Some(phone) = row.customer.text(IDS.phone) else {
         return;
     };
@@ -828,8 +828,7 @@ fn phone_normalized(row: &mut Checked, e164: String, ctx: &RuleContext) {
     .concat();
     row.issues
         .push(Issue::new(Code::Normalized, "phone", detail));
-    row.customer
-        .set(IDS.phone, Slot::Set(Value::Text(e164.into())));
+    row.customer.set(IDS.phone, Slot::Set(Value::Text(e164)));
 }
 
 /// Adds unmapped columns to `meta_json` without overwriting keys the row already has.
