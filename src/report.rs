@@ -107,8 +107,28 @@ struct DetailEntry<'a> {
     /// JSON body: the 1-based index in `customers` (or `relations`).
     #[serde(skip_serializing_if = "Option::is_none")]
     record: Option<u64>,
-    errors: Vec<&'a Issue>,
-    warnings: Vec<&'a Issue>,
+    errors: IssuesOf<'a>,
+    warnings: IssuesOf<'a>,
+}
+
+/// A row's errors or its warnings, serialized as a JSON array straight from the row's issues:
+/// a legacy file can give every row a warning, and collecting them first cost an allocation
+/// each.
+struct IssuesOf<'a> {
+    issues: &'a [Issue],
+    errors: bool,
+}
+
+impl<'a> IssuesOf<'a> {
+    fn iter(&self) -> impl Iterator<Item = &'a Issue> + '_ {
+        self.issues.iter().filter(|i| i.is_error() == self.errors)
+    }
+}
+
+impl Serialize for IssuesOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 impl<'a> DetailEntry<'a> {
@@ -119,7 +139,6 @@ impl<'a> DetailEntry<'a> {
         external_id: &'a str,
         issues: &'a [Issue],
     ) -> Self {
-        let (errors, warnings) = issues.iter().partition(|i| i.is_error());
         let by_record = inputs.position_key(input) == "record";
         DetailEntry {
             external_id,
@@ -127,8 +146,14 @@ impl<'a> DetailEntry<'a> {
             input: inputs.detail_name(input),
             line: (!by_record).then_some(position),
             record: by_record.then_some(position),
-            errors,
-            warnings,
+            errors: IssuesOf {
+                issues,
+                errors: true,
+            },
+            warnings: IssuesOf {
+                issues,
+                errors: false,
+            },
         }
     }
 }
@@ -232,7 +257,10 @@ impl Spool {
 }
 
 /// Adds errors to the per-(code, field) counts of the human summary.
-fn count_errors(top: &mut BTreeMap<(Code, String), u64>, errors: &[&Issue]) {
+fn count_errors<'a>(
+    top: &mut BTreeMap<(Code, String), u64>,
+    errors: impl Iterator<Item = &'a Issue>,
+) {
     for e in errors {
         *top.entry((e.code, e.field.to_string())).or_default() += 1;
     }
@@ -333,10 +361,10 @@ impl ReportWriter {
             &row.external_id,
             &row.issues,
         );
-        if entry.errors.is_empty() && outcome != RowOutcome::Rejected {
+        if entry.errors.iter().next().is_none() && outcome != RowOutcome::Rejected {
             self.staged.with_warnings += 1;
         }
-        count_errors(&mut self.top_errors, &entry.errors);
+        count_errors(&mut self.top_errors, entry.errors.iter());
         self.detail.push(&entry)
     }
 
@@ -364,7 +392,7 @@ impl ReportWriter {
                 &rel.issues,
             );
             entry.kind = Some("relation");
-            count_errors(&mut self.top_errors, &entry.errors);
+            count_errors(&mut self.top_errors, entry.errors.iter());
             self.detail.push(&entry)?;
         }
         Ok(())
