@@ -123,6 +123,10 @@ impl<'a> IssuesOf<'a> {
     fn iter(&self) -> impl Iterator<Item = &'a Issue> + '_ {
         self.issues.iter().filter(|i| i.is_error() == self.errors)
     }
+
+    fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
 }
 
 impl Serialize for IssuesOf<'_> {
@@ -361,7 +365,7 @@ impl ReportWriter {
             &row.external_id,
             &row.issues,
         );
-        if entry.errors.iter().next().is_none() && outcome != RowOutcome::Rejected {
+        if entry.errors.is_empty() && outcome != RowOutcome::Rejected {
             self.staged.with_warnings += 1;
         }
         count_errors(&mut self.top_errors, entry.errors.iter());
