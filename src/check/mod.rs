@@ -224,6 +224,8 @@ fn check_unkept(
     };
     let memo_hit = hit.is_some();
     let recheck = hit.map(|h| h.recheck).unwrap_or_default();
+    // A hit's fields, once: they choose its columns and its `set` constants.
+    let hit_checks = hit.map(|h| hit_fields(h.recheck)).unwrap_or_default();
     let mut row = Checked {
         raw_hash: match rec.memo {
             Memo::Hash(h) => Some(h),
@@ -243,8 +245,7 @@ fn check_unkept(
                 (false, _) => None,
                 (true, true) => Some(hit_columns),
                 (true, false) => {
-                    let fields = hit_fields(recheck);
-                    rechecked = columns_where(header, |f| fields.contains(f));
+                    rechecked = columns_where(header, |f| hit_checks.contains(f));
                     Some(rechecked.as_slice())
                 }
             };
@@ -252,7 +253,7 @@ fn check_unkept(
                 return row;
             }
             if let Some(hit) = hit {
-                return finish_memo_hit(row, plan, hit);
+                return finish_memo_hit(row, plan, hit, hit_checks);
             }
         }
         (RawBody::Json(text), Layout::Keys(keys)) => {
@@ -339,12 +340,16 @@ fn hit_fields(recheck: memo::Recheck) -> memo::Recheck {
     }
 }
 
-/// The rest of a memo hit's checks: the `set` constants of the fields it was checked for, the
-/// phone's check when it warned before (after the columns, as in a full check), and its
-/// external_id.
-fn finish_memo_hit(mut row: Checked, plan: &CheckPlan, hit: memo::Hit) -> Checked {
+/// The rest of a memo hit's checks: the `set` constants of the fields it was checked for
+/// (`fields`, see [`hit_fields`]), the phone's check when it warned before (after the columns,
+/// as in a full check), and its external_id.
+fn finish_memo_hit(
+    mut row: Checked,
+    plan: &CheckPlan,
+    hit: memo::Hit,
+    fields: memo::Recheck,
+) -> Checked {
     let recheck = hit.recheck;
-    let fields = hit_fields(recheck);
     for (field, constant) in plan.set.iter().filter(|(f, _)| fields.contains(*f)) {
         row.customer.fill(*field, constant);
     }
