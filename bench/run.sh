@@ -253,9 +253,14 @@ rep=0
 # (one entry per row, ~57 bytes a row) is serialized as usual but not stored.
 # Each line of times/KEY: wall (s), peak RSS (KiB), user CPU (s), system CPU (s). The CPU shows
 # whether a step was bound by it: user + system near twice the wall means both cores were busy.
+settle() { # before each timed step: write out the dirty pages the steps before it left (a 1M
+    # `.import` leaves hundreds of MB), so that no step pays for another's writeback
+    sync
+}
 measure() { # KEY CMD...: time CMD, append "wall_s peak_kb user_s sys_s" to times/KEY
     local key=$1; shift
     local base=$WORK/logs/$key.$rep
+    settle
     if ! /usr/bin/time -f '%e %M %U %S' -o "$WORK/tmp/time" "$@" >/dev/null 2>"$base.err"; then
         echo "bench: error: step '$key' (repetition $rep) failed: $*" >&2
         tail -n 20 "$base.err" >&2
@@ -266,6 +271,7 @@ measure() { # KEY CMD...: time CMD, append "wall_s peak_kb user_s sys_s" to time
 measure_stdin() { # KEY ROWS CUSTLOAD-ARGS...: gen_customers --rows ROWS | time custload ARGS
     local key=$1 rows=$2; shift 2
     local base=$WORK/logs/$key.$rep
+    settle
     if ! "$GEN" --rows "$rows" 2>"$base.gen.err" \
         | /usr/bin/time -f '%e %M %U %S' -o "$WORK/tmp/time" "$CUSTLOAD" "$@" >/dev/null 2>"$base.err"; then
         echo "bench: error: step '$key' (repetition $rep) failed: gen_customers --rows $rows | custload $*" >&2
