@@ -10,6 +10,7 @@ pub mod checkpoint;
 mod direct;
 mod in_place;
 pub mod overlay;
+mod prefetch;
 pub mod reference;
 pub mod relations;
 pub mod resolve;
