@@ -168,7 +168,7 @@ impl Store {
         if new.is_empty() {
             return Ok(Vec::new());
         }
-        let Conn::Postgres(c) = &mut self.conn else {
+        let Conn::Postgres(c) = self.conn_mut() else {
             return Err(sqlx::Error::Protocol("COPY is PostgreSQL only".into()));
         };
         let missing = new.iter().filter(|r| r.customer_id.is_none()).count();
@@ -246,7 +246,7 @@ impl Store {
         now: i64,
         manager_id: Option<i64>,
     ) -> Result<(), sqlx::Error> {
-        let Conn::Postgres(c) = &mut self.conn else {
+        let Conn::Postgres(c) = self.conn_mut() else {
             return Err(sqlx::Error::Protocol("staging is PostgreSQL only".into()));
         };
         // The staging table lives as long as the session; a rolled-back savepoint may take its
@@ -520,7 +520,7 @@ mod tests {
         let ids = store.insert_rows(&new, &rows, 0, None).await.unwrap();
         store.commit().await.unwrap();
         assert_eq!(ids.len(), 600);
-        let Conn::Postgres(c) = &mut store.conn else {
+        let Conn::Postgres(c) = store.conn_mut() else {
             panic!("a PostgreSQL store")
         };
         let stored: Vec<(String, String)> =

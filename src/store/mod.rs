@@ -77,7 +77,7 @@ pub enum Conn {
 /// query text and binds run on SQLite and PostgreSQL with each driver's own types.
 macro_rules! with_conn {
     ($store:expr, $c:ident => $body:expr) => {
-        match &mut $store.conn {
+        match $store.conn_mut() {
             $crate::store::Conn::Sqlite($c) => $body,
             $crate::store::Conn::Postgres($c) => $body,
         }
@@ -106,6 +106,11 @@ pub struct Store {
     /// so that it is dropped first: the writer's connection must be the last one to close,
     /// which checkpoints the whole log and removes it.
     checkpointer: Option<checkpoint::Checkpointer>,
+    /// sqlx's lock on the SQLite connection, kept from one chunk of a batch to the next (see
+    /// [`direct::HeldHandle`]). Declared before `conn`, and dropped by [`Store::conn_mut`]
+    /// before any other use of it.
+    held: Option<direct::HeldHandle>,
+    /// Only through [`Store::conn_mut`], except where the SQLite writer takes `held`.
     conn: Conn,
     backend: Backend,
     url: String,
@@ -141,6 +146,7 @@ impl Store {
             url: shown,
             file,
             checkpointer: None,
+            held: None,
         })
     }
 
@@ -170,11 +176,20 @@ impl Store {
     /// database file alone).
     pub async fn close(mut self) -> anyhow::Result<()> {
         self.stop_background_checkpoints().await;
+        // sqlx's worker closes the connection, and a held lock would keep it waiting.
+        self.held = None;
         match self.conn {
             Conn::Sqlite(c) => c.close().await?,
             Conn::Postgres(c) => c.close().await?,
         }
         Ok(())
+    }
+
+    /// The connection, for sqlx: first gives back a lock the SQLite writer held on it, since
+    /// sqlx's worker thread waits for that lock before it runs anything.
+    fn conn_mut(&mut self) -> &mut Conn {
+        self.held = None;
+        &mut self.conn
     }
 
     /// The SQLite database file, when there is one.
@@ -241,7 +256,7 @@ impl Store {
     /// SQLite: how many commits of other connections this connection has seen (`PRAGMA
     /// data_version`); `None` on PostgreSQL.
     pub async fn data_version(&mut self) -> anyhow::Result<Option<i64>> {
-        match &mut self.conn {
+        match self.conn_mut() {
             Conn::Sqlite(c) => Ok(Some(
                 sqlx::query_scalar("PRAGMA data_version")
                     .fetch_one(&mut *c)

@@ -569,7 +569,7 @@ impl Store {
 
     /// The PostgreSQL connection, for code that only PostgreSQL runs.
     fn postgres(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
-        match &mut self.conn {
+        match self.conn_mut() {
             Conn::Postgres(c) => Ok(c),
             Conn::Sqlite(_) => Err(sqlx::Error::Protocol(
                 "internal error: a PostgreSQL statement on SQLite".into(),
@@ -882,7 +882,7 @@ mod tests {
             matches!(third[..], [RowOutcome::Updated(_), RowOutcome::Added(_)]),
             "{third:?}"
         );
-        let Conn::Postgres(c) = &mut store.conn else {
+        let Conn::Postgres(c) = store.conn_mut() else {
             panic!("a PostgreSQL store")
         };
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
@@ -930,7 +930,7 @@ mod tests {
 
         // The store's own write does not count: the hash it removed is not read back.
         store.begin().await.unwrap();
-        let Conn::Sqlite(c) = &mut store.conn else {
+        let Conn::Sqlite(c) = store.conn_mut() else {
             panic!("a SQLite store")
         };
         c.execute("UPDATE customers SET raw_hash = NULL WHERE customer_id = 5")
@@ -1101,5 +1101,59 @@ mod tests {
         assert_eq!(huge.line(), (1 << 40) - 1);
         assert_eq!(huge.input(), (1 << 24) - 1);
         assert_eq!(std::mem::size_of::<Seen>(), 8);
+    }
+
+    /// The chunks of a SQLite batch share one lock on sqlx's connection (see
+    /// `direct::HeldHandle`), and sqlx gets the connection back for anything it runs: a commit
+    /// that found the lock still held would wait for it forever.
+    #[tokio::test]
+    async fn a_sqlite_batch_takes_the_connection_once_and_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("l.db").display());
+        let mut store = Store::open(&url).await.unwrap();
+        let fixture = Fixture::new();
+        let opts = fixture.options(OnDuplicate::Reject);
+        let mut state = RunState::new(None);
+        let within = std::time::Duration::from_secs(30);
+        for (ext, line) in [("L-1", 2), ("L-2", 3)] {
+            store.begin().await.unwrap();
+            for chunk in [vec![person(ext, line, None)], vec![]] {
+                let mut rows = chunk;
+                store
+                    .write_batch(&mut rows, &opts, &mut state)
+                    .await
+                    .unwrap();
+                assert!(store.held.is_some(), "the lock is kept for the next chunk");
+            }
+            tokio::time::timeout(within, store.commit())
+                .await
+                .expect("the commit waited for the writer's lock")
+                .unwrap();
+            assert!(store.held.is_none(), "the commit gave the lock back");
+        }
+        store.begin().await.unwrap();
+        let mut rows = vec![person("L-3", 4, None)];
+        store
+            .write_batch(&mut rows, &opts, &mut state)
+            .await
+            .unwrap();
+        // A rollback (a stopped run) goes through sqlx too.
+        tokio::time::timeout(within, store.rollback())
+            .await
+            .expect("the rollback waited for the writer's lock")
+            .unwrap();
+        let Conn::Sqlite(c) = store.conn_mut() else {
+            panic!("a SQLite store")
+        };
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT external_id FROM customers ORDER BY external_id")
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+        assert_eq!(stored, ["L-1", "L-2"]);
+        tokio::time::timeout(within, store.close())
+            .await
+            .expect("closing waited for the writer's lock")
+            .unwrap();
     }
 }
