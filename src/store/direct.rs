@@ -50,20 +50,20 @@ impl Store {
     ) -> anyhow::Result<Vec<RowOutcome>> {
         let url = self.url.clone();
         let segments = segments(rows, opts, state)?;
-        if self.held.is_none() {
-            let Conn::Sqlite(conn) = &mut self.conn else {
-                anyhow::bail!("internal error: the SQLite writer on another database");
-            };
-            let handle = conn
-                .lock_handle()
-                .await
-                .with_context(|| format!("database {url} failed"))?;
-            self.held = Some(HeldHandle::new(handle));
-        }
-        let raw = match &mut self.held {
-            Some(held) => held.raw(),
-            None => anyhow::bail!("internal error: the SQLite connection is not locked"),
+        let held = match self.held.take() {
+            Some(held) => held,
+            None => {
+                let Conn::Sqlite(conn) = &mut self.conn else {
+                    anyhow::bail!("internal error: the SQLite writer on another database");
+                };
+                let handle = conn
+                    .lock_handle()
+                    .await
+                    .with_context(|| format!("database {url} failed"))?;
+                HeldHandle::new(handle)
+            }
         };
+        let raw = self.held.insert(held).raw();
         // SAFETY: `raw` is the connection sqlx keeps open for this store. The held lock keeps
         // sqlx's worker thread off it until `self.held` is dropped, which cannot happen before
         // `db` is dropped below (this function holds `&mut self`); `from_handle` makes a

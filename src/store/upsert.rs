@@ -1117,8 +1117,7 @@ mod tests {
         let within = std::time::Duration::from_secs(30);
         for (ext, line) in [("L-1", 2), ("L-2", 3)] {
             store.begin().await.unwrap();
-            for chunk in [vec![person(ext, line, None)], vec![]] {
-                let mut rows = chunk;
+            for mut rows in [vec![person(ext, line, None)], vec![]] {
                 store
                     .write_batch(&mut rows, &opts, &mut state)
                     .await
