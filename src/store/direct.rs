@@ -113,7 +113,8 @@ impl HeldHandle {
         // reach the mutex in the state sqlx's worker shares through an `Arc`, which the worker
         // thread keeps alive until the connection shuts down, and shutting down waits for this
         // lock. The store drops a `HeldHandle` before it uses the connection in any other way
-        // (`conn_mut`, `close`) and before the connection itself (field order).
+        // (`conn_mut`, `close`) and before the connection itself (field order). Read from
+        // sqlx-sqlite 0.8.6 (`ConnectionWorker::unlock_db`): check it again when sqlx changes.
         #[allow(unsafe_code)]
         let handle = unsafe {
             std::mem::transmute::<LockedSqliteHandle<'_>, LockedSqliteHandle<'static>>(handle)
